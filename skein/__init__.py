@@ -1,0 +1,1 @@
+"""Skein: shared code for the control daemon, the sidecar and the CLI."""
