@@ -1,0 +1,1 @@
+"""The Skein control daemon: etcd-backed discovery and operator API."""

@@ -1,0 +1,152 @@
+"""Start and stop Skein daemons as real processes (demo, tests, benchmarks).
+
+Every process started here is tracked by PID and stopped by PID: first
+SIGTERM (clean shutdown), then SIGKILL after a grace period.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from skein.localetcd import free_port
+
+__all__ = ["Daemon", "ProcessGroup", "free_port"]
+
+
+@dataclass
+class Daemon:
+    """One child process; `admin` is its admin HOST:PORT when it has one."""
+
+    name: str
+    argv: list[str]
+    admin: str | None = None
+    log_path: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    # Listener addresses by role ("listen", "inbound", "outbound").
+    addresses: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Daemon:
+        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            self.argv,
+            stdout=out,
+            stderr=subprocess.STDOUT if self.log_path else subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **self.env},
+        )
+        if self.log_path:
+            assert not isinstance(out, int)
+            out.close()
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None, f"{self.name} not started"
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def get(self, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
+        """GET an admin path; (status, body), status 0 when unreachable."""
+        assert self.admin, f"{self.name} has no admin address"
+        try:
+            with urllib.request.urlopen(f"http://{self.admin}{path}", timeout=timeout) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read()
+        except OSError:
+            return 0, b""
+
+    def wait_ready(self, timeout: float = 20.0, path: str = "/ready") -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise RuntimeError(f"{self.name} exited with {self.proc and self.proc.returncode}"
+                                   f"; log: {self.log_path}")
+            if self.get(path, timeout=1)[0] == 200:
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"{self.name} not ready after {timeout}s; log: {self.log_path}")
+
+    def signal(self, sig: int) -> None:
+        if self.alive():
+            assert self.proc is not None
+            self.proc.send_signal(sig)
+
+    def stop(self, grace: float = 5.0) -> int | None:
+        """SIGTERM, wait up to `grace`, then SIGKILL; returns the exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        """SIGKILL: the process gets no chance to clean up (crash tests)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def skein_argv(*args: str) -> list[str]:
+    """argv running the `skein` CLI with this interpreter."""
+    return [sys.executable, "-m", "skein.cli", *args]
+
+
+class ProcessGroup:
+    """Daemons started together and stopped together, in reverse order."""
+
+    def __init__(self, log_dir: str | None = None) -> None:
+        self.log_dir = log_dir
+        self.daemons: list[Daemon] = []
+
+    def start(self, name: str, argv: Sequence[str], *, admin: str | None = None,
+              env: dict[str, str] | None = None) -> Daemon:
+        log_path = os.path.join(self.log_dir, f"{name}.log") if self.log_dir else None
+        daemon = Daemon(name, list(argv), admin=admin, log_path=log_path, env=env or {})
+        self.daemons.append(daemon.start())
+        return daemon
+
+    def control(self, name: str, etcd: str, *extra: str) -> Daemon:
+        listen, admin = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+        argv = skein_argv("control", "--etcd", etcd, "--listen", listen, "--admin", admin, *extra)
+        daemon = self.start(name, argv, admin=admin)
+        daemon.addresses["listen"] = listen
+        return daemon
+
+    def sidecar(self, name: str, service: str, control: str, app: str, *extra: str) -> Daemon:
+        inbound, outbound = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+        admin = f"127.0.0.1:{free_port()}"
+        argv = skein_argv(
+            "sidecar", "--service", service, "--control", control, "--app", app,
+            "--inbound", inbound, "--outbound", outbound, "--admin", admin, *extra,
+        )
+        daemon = self.start(name, argv, admin=admin)
+        daemon.addresses.update(inbound=inbound, outbound=outbound)
+        return daemon
+
+    def stop_all(self) -> None:
+        for daemon in reversed(self.daemons):
+            daemon.stop()
+        self.daemons.clear()
+
+    def __enter__(self) -> ProcessGroup:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_all()
