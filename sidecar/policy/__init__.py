@@ -1,0 +1,1 @@
+"""Sans-IO policy objects: balancers, backoff, routing. No sockets, no sleeping."""
