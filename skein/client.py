@@ -1,0 +1,155 @@
+"""Operator API client with fail-over across control replicas.
+
+Invariants:
+- A call goes to the first replica that accepts a connection; a replica that
+  cannot be reached, or answers UNAVAILABLE, is skipped and the next is tried.
+  Operator calls are declarative (apply/delete state) or read-only, so
+  repeating one on another replica is safe.
+- Every failure surfaces as one typed error: `ControlUnreachableError` when no
+  replica answered (with every address and why), `OperatorCallError` when a
+  replica answered with an error status (with its code and message).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+import grpc
+
+from skein.addr import HostPort, format_hostport
+from skein.errors import SkeinError
+from skein.v1 import operator_pb2, operator_pb2_grpc, resources_pb2
+
+__all__ = [
+    "DEFAULT_CONTROL",
+    "ControlUnreachableError",
+    "OperatorCallError",
+    "OperatorClient",
+]
+
+DEFAULT_CONTROL = "127.0.0.1:15010"
+
+T = TypeVar("T")
+
+# Statuses that mean "this replica cannot serve now": try the next one.
+_FAILOVER = frozenset({grpc.StatusCode.UNAVAILABLE})
+
+
+class ControlUnreachableError(SkeinError):
+    """No control replica could be reached; `failures` is (address, reason) per replica."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+    def __init__(self, failures: Sequence[tuple[str, str]]) -> None:
+        self.failures = list(failures)
+        detail = "; ".join(f"{addr}: {why}" for addr, why in self.failures)
+        super().__init__(f"cannot reach the control daemon ({detail})")
+
+
+class OperatorCallError(SkeinError):
+    """A control replica answered the call with an error status."""
+
+    def __init__(self, address: str, code: grpc.StatusCode, message: str) -> None:
+        self.address = address
+        self.code = code
+        self.message = message
+        super().__init__(f"control at {address}: {code.name}: {message}")
+
+
+class OperatorClient:
+    """Blocking client for `skein.v1.Operator`; one channel per replica, opened lazily."""
+
+    def __init__(
+        self,
+        addresses: Sequence[HostPort],
+        *,
+        connect_timeout: float = 3.0,
+        call_timeout: float = 30.0,
+    ) -> None:
+        if not addresses:
+            raise ValueError("at least one control address is needed")
+        self._targets = [format_hostport(a) for a in addresses]
+        self._connect_timeout = connect_timeout
+        self._call_timeout = call_timeout
+        self._channels: dict[str, grpc.Channel] = {}
+        self._preferred = 0  # index of the replica that answered last
+
+    @property
+    def targets(self) -> list[str]:
+        return list(self._targets)
+
+    def _stub(self, target: str) -> operator_pb2_grpc.OperatorStub:
+        channel = self._channels.get(target)
+        if channel is None:
+            # One connection per replica and no transparent retries across the
+            # list: fail-over is ours, so a dead replica must fail fast.
+            channel = grpc.insecure_channel(target, options=[("grpc.enable_retries", 0)])
+            self._channels[target] = channel
+        grpc.channel_ready_future(channel).result(timeout=self._connect_timeout)
+        return operator_pb2_grpc.OperatorStub(channel)
+
+    def _call(self, invoke: Callable[[operator_pb2_grpc.OperatorStub, float], T]) -> T:
+        failures: list[tuple[str, str]] = []
+        count = len(self._targets)
+        for step in range(count):
+            index = (self._preferred + step) % count
+            target = self._targets[index]
+            try:
+                stub = self._stub(target)
+            except grpc.FutureTimeoutError:
+                failures.append((target, f"no connection within {self._connect_timeout:g}s"))
+                continue
+            try:
+                result = invoke(stub, self._call_timeout)
+            except grpc.RpcError as err:
+                code: grpc.StatusCode = err.code()
+                message: str = err.details() or ""
+                if code in _FAILOVER:
+                    failures.append((target, f"{code.name}: {message}"))
+                    continue
+                raise OperatorCallError(target, code, message) from None
+            self._preferred = index
+            return result
+        raise ControlUnreachableError(failures)
+
+    def apply(
+        self, resources: Sequence[resources_pb2.Resource], *, dry_run: bool = False
+    ) -> operator_pb2.ApplyResponse:
+        request = operator_pb2.ApplyRequest(resources=list(resources), dry_run=dry_run)
+        response: operator_pb2.ApplyResponse = self._call(
+            lambda stub, timeout: stub.Apply(request, timeout=timeout)
+        )
+        return response
+
+    def get(self, kind: str, name: str = "") -> operator_pb2.GetResponse:
+        request = operator_pb2.GetRequest(kind=kind, name=name)
+        response: operator_pb2.GetResponse = self._call(
+            lambda stub, timeout: stub.Get(request, timeout=timeout)
+        )
+        return response
+
+    def delete(self, kind: str, name: str) -> operator_pb2.DeleteResponse:
+        request = operator_pb2.DeleteRequest(kind=kind, name=name)
+        response: operator_pb2.DeleteResponse = self._call(
+            lambda stub, timeout: stub.Delete(request, timeout=timeout)
+        )
+        return response
+
+    def status(self) -> operator_pb2.StatusResponse:
+        request = operator_pb2.StatusRequest()
+        response: operator_pb2.StatusResponse = self._call(
+            lambda stub, timeout: stub.Status(request, timeout=timeout)
+        )
+        return response
+
+    def close(self) -> None:
+        for channel in self._channels.values():
+            channel.close()
+        self._channels.clear()
+
+    def __enter__(self) -> OperatorClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
