@@ -1,0 +1,1 @@
+"""Examples: the shop from the seed documents, its manifests and the demo."""

@@ -1,0 +1,1 @@
+"""The example shop: gRPC services behind Skein sidecars, and the demo that runs them."""
