@@ -1,0 +1,108 @@
+"""Resource kinds: canonical names, aliases and the Resource oneof.
+
+Invariants:
+- a kind has one canonical spelling (`Service`, `TrafficPolicy`, `Endpoint`),
+  used in etcd keys, error messages and manifests;
+- user input accepts any case and the plural/short aliases kubectl users expect.
+"""
+
+from __future__ import annotations
+
+from google.protobuf.message import Message  # type: ignore[import-untyped]
+
+from skein.errors import ConfigError
+from skein.v1 import resources_pb2
+
+__all__ = [
+    "KINDS",
+    "kind_field",
+    "kind_message_class",
+    "make_resource",
+    "parse_kind",
+    "resource_kind",
+    "resource_message",
+    "resource_name",
+]
+
+# canonical kind -> field of the Resource oneof
+KINDS: dict[str, str] = {
+    "Service": "service",
+    "TrafficPolicy": "traffic_policy",
+    "Endpoint": "endpoint",
+}
+
+_CLASSES: dict[str, type[Message]] = {
+    "Service": resources_pb2.Service,
+    "TrafficPolicy": resources_pb2.TrafficPolicy,
+    "Endpoint": resources_pb2.Endpoint,
+}
+
+_FIELD_TO_KIND = {field: kind for kind, field in KINDS.items()}
+
+_ALIASES: dict[str, str] = {
+    "service": "Service",
+    "services": "Service",
+    "svc": "Service",
+    "trafficpolicy": "TrafficPolicy",
+    "trafficpolicies": "TrafficPolicy",
+    "traffic_policy": "TrafficPolicy",
+    "traffic-policy": "TrafficPolicy",
+    "tp": "TrafficPolicy",
+    "endpoint": "Endpoint",
+    "endpoints": "Endpoint",
+    "ep": "Endpoint",
+}
+
+
+def parse_kind(text: str, *, field: str = "kind") -> str:
+    """Canonical kind for user input (`svc`, `TrafficPolicies`, ...)."""
+    kind = _ALIASES.get(text.strip().lower())
+    if kind is None:
+        raise ConfigError(
+            field,
+            f"unknown kind {text!r}; expected one of Service (svc), TrafficPolicy (tp), "
+            "Endpoint (ep)",
+        )
+    return kind
+
+
+def kind_field(kind: str) -> str:
+    """Name of the Resource oneof field for a canonical kind."""
+    return KINDS[kind]
+
+
+def kind_message_class(kind: str) -> type[Message]:
+    return _CLASSES[kind]
+
+
+def resource_kind(res: resources_pb2.Resource) -> str:
+    """Canonical kind of a Resource; "" when the oneof is unset."""
+    which = res.WhichOneof("kind")
+    return _FIELD_TO_KIND.get(which, "") if which else ""
+
+
+def resource_message(res: resources_pb2.Resource) -> Message:
+    """The inner message (Service, TrafficPolicy or Endpoint)."""
+    which = res.WhichOneof("kind")
+    if which is None:
+        raise ConfigError(
+            "kind", "resource has no kind set; expected Service, TrafficPolicy or Endpoint"
+        )
+    message: Message = getattr(res, which)
+    return message
+
+
+def resource_name(res: resources_pb2.Resource) -> str:
+    """metadata.name of the inner message; "" when the oneof is unset."""
+    which = res.WhichOneof("kind")
+    if which is None:
+        return ""
+    name: str = getattr(res, which).metadata.name
+    return name
+
+
+def make_resource(kind: str, message: Message) -> resources_pb2.Resource:
+    """Wrap an inner message in a Resource."""
+    res = resources_pb2.Resource()
+    getattr(res, KINDS[kind]).CopyFrom(message)
+    return res
