@@ -1,0 +1,370 @@
+"""The sidecar daemon: flags, wiring and lifecycle.
+
+Start: listeners first (inbound → app, outbound by authority, one port per
+--upstream), then admin, registration and the discovery stream. Ready once a
+first config is applied (from control or the disk cache). SIGTERM/SIGINT:
+report not ready, deregister (the endpoint leaves every caller at once),
+close listeners gracefully, exit 0. Control or etcd trouble never stops the
+daemon: it keeps serving its last good config and keeps reconnecting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from sidecar.admin import SidecarAdmin
+from sidecar.discovery import ControlEndpoints, DiscoveryClient, DiskCache, default_state_dir
+from sidecar.dispatch import (
+    AuthorityDispatcher,
+    ConfigHolder,
+    InboundDispatcher,
+    UpstreamDispatcher,
+)
+from sidecar.registration import Registration
+from skein.addr import HostPort, format_hostport, parse_hostport, parse_hostport_list
+from skein.config import check_name, parse_snapshot
+from skein.errors import ConfigError
+from skein.logging import configure, get_logger
+from skein.metrics import Registry
+from skein.runtime import run
+from skein.v1 import discovery_pb2
+
+__all__ = ["add_arguments", "main"]
+
+log = get_logger("sidecar")
+
+DRAIN_GRACE = 5.0
+
+
+# ---- flags ---------------------------------------------------------------------------------
+
+
+def _flag_type(flag: str, parse: Any) -> Any:
+    """An argparse type whose error names the flag and how to fix the value."""
+
+    def convert(text: str) -> Any:
+        try:
+            return parse(text, flag)
+        except ConfigError as err:
+            raise argparse.ArgumentTypeError(err.reason) from None
+
+    convert.__name__ = flag.lstrip("-")
+    return convert
+
+
+def _hostport(text: str, flag: str) -> HostPort:
+    return parse_hostport(text, flag=flag)
+
+
+def _hostports(text: str, flag: str) -> list[HostPort]:
+    return parse_hostport_list(text, flag=flag)
+
+
+def _name(text: str, flag: str) -> str:
+    check_name(text, flag)
+    return text
+
+
+def _upstream(text: str, flag: str) -> tuple[str, HostPort]:
+    name, sep, address = text.partition("=")
+    if not sep:
+        raise ConfigError(
+            flag, f"expected NAME=HOST:PORT (e.g. orders=127.0.0.1:9003), got {text!r}"
+        )
+    check_name(name, flag)
+    return name, parse_hostport(address, flag=flag)
+
+
+def _label(text: str, flag: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ConfigError(flag, f"expected KEY=VALUE (e.g. version=v2), got {text!r}")
+    return key, value
+
+
+def _weight(text: str, flag: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 1000:
+        raise ConfigError(flag, f"expected a whole number 1-1000, got {text!r}")
+    return int(text)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `skein sidecar` flags (the CLI calls this; so does `python -m sidecar.app`)."""
+    env_control = os.environ.get("SKEIN_CONTROL")
+    parser.add_argument(
+        "--service",
+        required=True,
+        metavar="NAME",
+        type=_flag_type("--service", _name),
+        help="this instance's service",
+    )
+    parser.add_argument(
+        "--control",
+        metavar="HOST:PORT[,...]",
+        required=env_control is None,
+        default=env_control,
+        type=_flag_type("--control", _hostports),
+        help="control daemons, tried in turn (env SKEIN_CONTROL)",
+    )
+    parser.add_argument(
+        "--app",
+        required=True,
+        metavar="HOST:PORT",
+        type=_flag_type("--app", _hostport),
+        help="the local application",
+    )
+    parser.add_argument(
+        "--inbound",
+        default="127.0.0.1:15006",
+        metavar="HOST:PORT",
+        type=_flag_type("--inbound", _hostport),
+        help="inbound listener (registered as this instance's address)",
+    )
+    parser.add_argument(
+        "--outbound",
+        default="127.0.0.1:15001",
+        metavar="HOST:PORT",
+        type=_flag_type("--outbound", _hostport),
+        help="outbound listener, routing by :authority / Host",
+    )
+    parser.add_argument(
+        "--admin",
+        default="127.0.0.1:15000",
+        metavar="HOST:PORT",
+        type=_flag_type("--admin", _hostport),
+        help="admin HTTP listener",
+    )
+    parser.add_argument(
+        "--upstream",
+        action="append",
+        default=[],
+        metavar="NAME=HOST:PORT",
+        type=_flag_type("--upstream", _upstream),
+        help="a local port for one upstream service (repeatable)",
+    )
+    parser.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        type=_flag_type("--label", _label),
+        help="instance label (repeatable)",
+    )
+    parser.add_argument(
+        "--subscribe",
+        action="append",
+        default=[],
+        metavar="NAME",
+        type=_flag_type("--subscribe", _name),
+        help="a service called through the outbound port (repeatable)",
+    )
+    parser.add_argument(
+        "--instance", metavar="ID", default=None, help="instance id (default SERVICE-HOST-PID)"
+    )
+    parser.add_argument(
+        "--weight",
+        metavar="N",
+        default=1,
+        type=_flag_type("--weight", _weight),
+        help="load-balancing weight (default 1)",
+    )
+    parser.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        default=None,
+        help="where the last good config is kept (default: per instance under "
+        "$XDG_STATE_HOME/skein or the temp dir)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="log level",
+    )
+
+
+def _check(args: argparse.Namespace) -> str | None:
+    """Cross-flag checks argparse cannot do; returns the error message."""
+    if args.control is None:
+        return "--control: required (or set SKEIN_CONTROL), e.g. --control 127.0.0.1:15010"
+    if isinstance(args.control, str):  # came from SKEIN_CONTROL unparsed
+        try:
+            args.control = parse_hostport_list(args.control, flag="SKEIN_CONTROL")
+        except ConfigError as err:
+            return str(err)
+    names = [name for name, _ in args.upstream]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        return f"--upstream: {', '.join(dupes)} given twice; give each service one local port"
+    return None
+
+
+def _instance_id(args: argparse.Namespace) -> str:
+    if args.instance:
+        return str(args.instance)
+    return f"{args.service}-{socket.gethostname()}-{os.getpid()}"
+
+
+def _advertised(address: tuple[str, int]) -> str:
+    """The inbound address others dial: a wildcard bind is replaced by this host's IP."""
+    host, port = address[0], address[1]
+    if host in ("0.0.0.0", "::", ""):
+        try:
+            host = socket.gethostbyname(socket.gethostname())
+        except OSError:
+            host = "127.0.0.1"
+    return format_hostport((host, port))
+
+
+# ---- lifecycle -----------------------------------------------------------------------------
+
+
+async def _listen(
+    flag: str, address: HostPort, dispatcher: Any, pool: Any, name: str, metrics: Registry
+) -> Any:
+    from sidecar.transport import start_listener
+
+    try:
+        return await start_listener(
+            address[0], address[1], dispatcher, pool, name=name, metrics=metrics
+        )
+    except OSError as err:
+        raise SystemExit(
+            f"error: {flag} {format_hostport(address)}: cannot listen ({err.strerror or err}); "
+            "choose a free port"
+        ) from None
+
+
+async def serve(args: argparse.Namespace) -> int:
+    from sidecar.transport import UpstreamPool
+
+    metrics = Registry()
+    holder = ConfigHolder()
+    pool = UpstreamPool(metrics=metrics)
+    listeners: dict[str, Any] = {}
+    tasks: list[asyncio.Task[None]] = []
+    admin_server = None
+    registration: Registration | None = None
+    try:
+        listeners["inbound"] = await _listen(
+            "--inbound", args.inbound, InboundDispatcher(holder, args.app), pool, "inbound", metrics
+        )
+        listeners["outbound"] = await _listen(
+            "--outbound", args.outbound, AuthorityDispatcher(holder), pool, "outbound", metrics
+        )
+        for name, address in args.upstream:
+            listeners[f"upstream:{name}"] = await _listen(
+                "--upstream",
+                address,
+                UpstreamDispatcher(holder, name),
+                pool,
+                f"upstream:{name}",
+                metrics,
+            )
+
+        instance = _instance_id(args)
+        upstreams = sorted({name for name, _ in args.upstream} | set(args.subscribe))
+        node = discovery_pb2.Node(
+            service=args.service, instance=instance, labels=dict(args.label), upstreams=upstreams
+        )
+        cache = DiskCache(args.state_dir or default_state_dir(args.service, instance))
+        discovery = DiscoveryClient(
+            ControlEndpoints(args.control), node, holder, cache, metrics, parse_snapshot
+        )
+        address = _advertised(listeners["inbound"].address)
+        registration = Registration(
+            ControlEndpoints(args.control),
+            service=args.service,
+            instance=instance,
+            address=address,
+            labels=dict(args.label),
+            weight=args.weight,
+            metrics=metrics,
+        )
+        admin = SidecarAdmin(
+            service=args.service,
+            instance=instance,
+            holder=holder,
+            discovery=discovery,
+            registration=registration,
+            metrics=metrics,
+            listeners=lambda: listeners,
+            cache_path=cache.path,
+        )
+        admin_server = admin.server()
+        try:
+            await admin_server.start(*args.admin)
+        except OSError as err:
+            raise SystemExit(
+                f"error: --admin {format_hostport(args.admin)}: cannot listen "
+                f"({err.strerror or err}); choose a free port"
+            ) from None
+
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        tasks.append(asyncio.create_task(discovery.run(), name="discovery"))
+        tasks.append(asyncio.create_task(registration.run(), name="registration"))
+        log.info(
+            "sidecar started",
+            service=args.service,
+            instance=instance,
+            address=address,
+            listeners={k: format_hostport(v.address[:2]) for k, v in listeners.items()},
+            upstreams=upstreams,
+            control=[format_hostport(c) for c in args.control],
+        )
+        await stop.wait()
+        log.info("shutting down: deregistering and draining")
+        admin.draining = True
+        await registration.deregister()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(
+            *(lst.close(DRAIN_GRACE) for lst in listeners.values()), return_exceptions=True
+        )
+        closer = getattr(pool, "close", None)
+        if closer is not None:
+            result = closer()
+            if asyncio.iscoroutine(result):
+                await result
+        if admin_server is not None:
+            await admin_server.stop()
+    log.info("sidecar stopped")
+    return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run the sidecar until SIGTERM/SIGINT; the exit code."""
+    configure(args.log_level)
+    problem = _check(args)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    try:
+        return run(serve(args))
+    except SystemExit as exc:
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
+            return 1
+        raise
+
+
+def _standalone(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="skein sidecar", description="run a sidecar")
+    add_arguments(parser)
+    return main(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(_standalone())
