@@ -1,0 +1,152 @@
+"""In-memory mirror of the resources and endpoints under the prefix (sans-IO).
+
+Invariants:
+- `revision` is the etcd revision the mirror is current for: the header
+  revision of the last full load, then the mod_revision of each relevant
+  event applied since. Status keys are not relevant: writing them must not
+  trigger rebuilds (that would loop: push -> status -> rebuild -> status).
+- values are stored as parsed, never validated: the control daemon pushes
+  whatever etcd holds, and the sidecar's validation decides (NACK). A value
+  that is not even JSON of the right message is reported through `on_bad`
+  and left out (the key then counts as absent).
+- every stored message carries metadata.version = its mod_revision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from google.protobuf import json_format  # type: ignore[import-untyped]
+
+from control.store import KeyLayout, KeyValue, WatchBatch
+from skein.v1 import resources_pb2
+
+__all__ = ["BadValueHandler", "Mirror"]
+
+BadValueHandler = Callable[[bytes, str], None]
+
+
+def _ignore(_key: bytes, _error: str) -> None:
+    pass
+
+
+class Mirror:
+    """Services and policies by name, endpoints by service and instance."""
+
+    def __init__(self, layout: KeyLayout, on_bad: BadValueHandler = _ignore) -> None:
+        self.layout = layout
+        self.on_bad = on_bad
+        self.revision = 0
+        self.loaded = False
+        self.services: dict[str, resources_pb2.Service] = {}
+        self.policies: dict[str, resources_pb2.TrafficPolicy] = {}
+        self.endpoints: dict[str, dict[str, resources_pb2.Endpoint]] = {}
+        # policy names per target service, for translate's lookup
+        self._policy_index: dict[str, set[str]] = {}
+
+    def load(self, revision: int, kvs: Iterable[KeyValue]) -> None:
+        """Replace everything with a full range read taken at `revision`."""
+        self.services.clear()
+        self.policies.clear()
+        self.endpoints.clear()
+        self._policy_index.clear()
+        for kv in kvs:
+            self._put(kv.key, kv.value, kv.mod_revision)
+        self.revision = revision
+        self.loaded = True
+
+    def apply(self, batch: WatchBatch) -> bool:
+        """Apply watch events; True when a resource or endpoint changed."""
+        changed = False
+        for key, value, mod_revision, deleted in batch.events:
+            relevant = self._delete(key) if deleted else self._put(key, value, mod_revision)
+            if relevant:
+                changed = True
+                self.revision = max(self.revision, mod_revision)
+        return changed
+
+    def policy_for(self, service: str) -> resources_pb2.TrafficPolicy | None:
+        """The policy targeting `service`; with several, the first by name wins."""
+        names = self._policy_index.get(service)
+        if not names:
+            return None
+        return self.policies[min(names)]
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "services": len(self.services),
+            "traffic_policies": len(self.policies),
+            "endpoints": sum(len(v) for v in self.endpoints.values()),
+        }
+
+    # -- internals -------------------------------------------------------
+
+    def _parse(self, key: bytes, value: bytes, message: object) -> bool:
+        try:
+            json_format.Parse(value, message, ignore_unknown_fields=True)
+        except (json_format.ParseError, UnicodeDecodeError, ValueError) as err:
+            self.on_bad(key, str(err).splitlines()[0] if str(err) else type(err).__name__)
+            return False
+        return True
+
+    def _put(self, key: bytes, value: bytes, mod_revision: int) -> bool:
+        parsed = self.layout.parse(key)
+        if parsed.section == "resources" and parsed.name:
+            if parsed.kind == "Service":
+                svc = resources_pb2.Service()
+                if not self._parse(key, value, svc):
+                    self._delete(key)
+                    return True
+                svc.metadata.name = svc.metadata.name or parsed.name
+                svc.metadata.version = mod_revision
+                self.services[parsed.name] = svc
+                return True
+            if parsed.kind == "TrafficPolicy":
+                self._drop_policy(parsed.name)
+                tp = resources_pb2.TrafficPolicy()
+                if not self._parse(key, value, tp):
+                    return True
+                tp.metadata.name = tp.metadata.name or parsed.name
+                tp.metadata.version = mod_revision
+                self.policies[parsed.name] = tp
+                self._policy_index.setdefault(tp.spec.service, set()).add(parsed.name)
+                return True
+            return False
+        if parsed.section == "endpoints" and parsed.service and parsed.name:
+            ep = resources_pb2.Endpoint()
+            if not self._parse(key, value, ep):
+                self._delete(key)
+                return True
+            ep.metadata.name = ep.metadata.name or parsed.name
+            ep.metadata.version = mod_revision
+            self.endpoints.setdefault(parsed.service, {})[parsed.name] = ep
+            return True
+        return False
+
+    def _drop_policy(self, name: str) -> None:
+        old = self.policies.pop(name, None)
+        if old is not None:
+            names = self._policy_index.get(old.spec.service)
+            if names is not None:
+                names.discard(name)
+                if not names:
+                    del self._policy_index[old.spec.service]
+
+    def _delete(self, key: bytes) -> bool:
+        parsed = self.layout.parse(key)
+        if parsed.section == "resources":
+            if parsed.kind == "Service":
+                self.services.pop(parsed.name, None)
+                return True
+            if parsed.kind == "TrafficPolicy":
+                self._drop_policy(parsed.name)
+                return True
+            return False
+        if parsed.section == "endpoints":
+            instances = self.endpoints.get(parsed.service)
+            if instances is not None:
+                instances.pop(parsed.name, None)
+                if not instances:
+                    del self.endpoints[parsed.service]
+            return True
+        return False

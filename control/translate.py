@@ -1,0 +1,49 @@
+"""Mirror + node -> the Snapshot one sidecar gets (pure: no I/O, no clock).
+
+A sidecar gets only what it calls (istio#7912: memory must not grow with the
+mesh): one cluster per name in node.upstreams, sorted, each with the Service,
+the TrafficPolicy targeting it and its endpoints that are not UNHEALTHY
+(sorted by instance), plus the policy for its own service as local_policy.
+Stored resources pass through unvalidated: validation is the sidecar's
+(and Apply's) job, so a bad value in etcd is NACKed, not silently dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from control.mirror import Mirror
+from skein.v1 import discovery_pb2, resources_pb2
+
+__all__ = ["node_key", "translate"]
+
+NodeKey = tuple[str, tuple[str, ...]]
+
+
+def node_key(service: str, upstreams: Iterable[str]) -> NodeKey:
+    """Nodes with equal keys get byte-identical snapshots (serialize once)."""
+    return service, tuple(sorted(set(upstreams)))
+
+
+def translate(mirror: Mirror, key: NodeKey) -> discovery_pb2.Snapshot:
+    service, upstreams = key
+    snap = discovery_pb2.Snapshot()
+    for name in upstreams:
+        cluster = snap.clusters.add()
+        cluster.name = name
+        svc = mirror.services.get(name)
+        if svc is not None:
+            cluster.service.CopyFrom(svc)
+        policy = mirror.policy_for(name)
+        if policy is not None:
+            cluster.policy.CopyFrom(policy)
+        instances = mirror.endpoints.get(name)
+        if instances:
+            for instance in sorted(instances):
+                ep = instances[instance]
+                if ep.spec.health != resources_pb2.UNHEALTHY:
+                    cluster.endpoints.append(ep)
+    local = mirror.policy_for(service) if service else None
+    if local is not None:
+        snap.local_policy.CopyFrom(local)
+    return snap
