@@ -41,7 +41,8 @@ def tool_version(argv: list[str]) -> str:
         return f"unavailable ({err})"
     for line in (done.stdout + done.stderr).splitlines():
         if line.strip():
-            return line.strip()
+            # Name the tool, not where it is installed on this machine.
+            return line.replace(argv[0], os.path.basename(argv[0])).strip()
     return "unknown"
 
 

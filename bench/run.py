@@ -23,6 +23,7 @@ from bench import envoy as envoy_mod
 from bench.grpcframe import ECHO_METHOD, grpc_frame, payload
 from bench.h2load import H2loadError, find_h2load, run_h2load
 from bench.machine import describe_machine, tool_version
+from bench.markdown import MarkerError, render_results, replace_results
 from bench.procstat import cpu_seconds, memory
 from bench.push import PushResult, measure_push
 from bench.report import LoadRun, aggregate, evaluate_targets, format_table
@@ -59,6 +60,7 @@ class Settings:
     push_streams: int
     push_writes: int
     out: str
+    docs: str | None = None
 
 
 def parse_args(argv: list[str] | None) -> Settings:
@@ -71,6 +73,11 @@ def parse_args(argv: list[str] | None) -> Settings:
     parser.add_argument("--push-streams", type=int, default=100)
     parser.add_argument("--push-writes", type=int, help="timed writes (default 30)")
     parser.add_argument("--out", default=DEFAULT_OUT, help="JSON report path")
+    parser.add_argument(
+        "--docs",
+        metavar="MARKDOWN",
+        help="also replace the results section of this document (docs/benchmarks.md)",
+    )
     args = parser.parse_args(argv)
     quick = args.quick
     settings = Settings(
@@ -82,6 +89,7 @@ def parse_args(argv: list[str] | None) -> Settings:
         push_streams=args.push_streams,
         push_writes=args.push_writes or (10 if quick else 30),
         out=args.out,
+        docs=args.docs,
     )
     for name in ("rounds", "warmup", "push_streams", "push_writes"):
         if getattr(settings, name) < 1:
@@ -224,6 +232,8 @@ def measure(settings: Settings) -> dict[str, Any]:
             group.stop_all()
             if mesh is not None:
                 mesh.etcd.stop()
+        # The work directory is gone now; keep its name out of the report.
+        skipped = {name: reason.replace(work, "<workdir>") for name, reason in skipped.items()}
     cases = aggregate([r for r in runs if r.path not in skipped], peaks)
     push_json = _push_json(push)
     targets = evaluate_targets(
@@ -289,6 +299,17 @@ def main(argv: list[str] | None = None) -> int:
         json.dump(report, handle, indent=1, ensure_ascii=False)
         handle.write("\n")
     print(f"wrote {settings.out}")
+    if settings.docs:
+        with open(settings.docs) as handle:
+            document = handle.read()
+        try:
+            document = replace_results(document, render_results(report, SERVER))
+        except MarkerError as err:
+            print(f"bench: {settings.docs}: {err}", file=sys.stderr)
+            return 2
+        with open(settings.docs, "w") as handle:
+            handle.write(document)
+        print(f"updated {settings.docs}")
     return 1 if report["skipped"] else 0
 
 

@@ -12,6 +12,7 @@ from bench.acktrack import AckTracker
 from bench.envoy import envoy_config
 from bench.grpcframe import FrameError, grpc_frame, parse_grpc_frame, payload
 from bench.h2load import H2loadError, parse_log, parse_summary
+from bench.markdown import BEGIN, END, MarkerError, replace_results
 from bench.procstat import ProcStatError, cpu_seconds, memory, parse_cpu_ticks, parse_memory
 from bench.report import LoadRun, aggregate, evaluate_targets
 from bench.stats import median, percentile
@@ -176,3 +177,12 @@ def test_envoy_config_routes_everything_to_one_h2c_upstream() -> None:
     assert endpoint["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 3}
     opts = cluster["typed_extension_protocol_options"]
     assert "http2_protocol_options" in next(iter(opts.values()))["explicit_http_config"]
+
+
+def test_results_section_is_replaced_between_markers_only() -> None:
+    doc = f"intro\n{BEGIN}\nold figures\n{END}\nprose after\n"
+    new = replace_results(doc, "new figures")
+    assert new == f"intro\n{BEGIN}\nnew figures\n{END}\nprose after\n"
+    assert replace_results(new, "new figures") == new
+    with pytest.raises(MarkerError, match="results:begin"):
+        replace_results("no markers here", "x")
