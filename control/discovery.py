@@ -1,0 +1,267 @@
+"""The Discovery service over grpc.aio: the stream, registration and leases.
+
+The stream handler is a thin adapter over SnapshotCache (state first, then
+I/O): the cache decides what to write; the handler writes the bytes it is
+handed (serialized once per distinct snapshot, so the response serializer
+of Stream is the identity) and feeds every request back to the cache.
+
+A burst of watch events is coalesced: the first event arms a rebuild that
+runs `coalesce` seconds later and sees everything that arrived meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from google.protobuf import json_format  # type: ignore[import-untyped]
+
+from control.cache import Outcome, SnapshotCache
+from control.mirror import Mirror
+from control.stats import ControlMetrics
+from control.status import StatusWriter
+from control.store import EtcdStore, KeyLayout
+from skein.config import check_name, make_resource, validate_resource
+from skein.errors import ConfigError, NotFoundError, SkeinError
+from skein.logging import get_logger
+from skein.v1 import discovery_pb2, resources_pb2
+
+__all__ = ["DiscoveryService", "check_node"]
+
+log = get_logger("control.discovery")
+
+_REGISTER_FIELDS = {
+    "metadata.name": "instance",
+    "spec.service": "service",
+    "spec.address": "address",
+    "spec.weight": "weight",
+}
+
+
+def check_node(node: Any) -> None:
+    """A stream's first request must say who it is; names follow resource rules."""
+    check_name(node.service, "node.service")
+    if not node.instance or len(node.instance) > 253 or "/" in node.instance:
+        raise ConfigError(
+            "node.instance", f"required: 1-253 characters without '/', got {node.instance!r}"
+        )
+    for i, name in enumerate(node.upstreams):
+        check_name(name, f"node.upstreams[{i}]")
+
+
+def _identity(data: bytes) -> bytes:
+    return data
+
+
+class DiscoveryService:
+    """Serves Stream/Register/Renew/Deregister for one control replica."""
+
+    def __init__(
+        self,
+        store: EtcdStore,
+        layout: KeyLayout,
+        mirror: Mirror,
+        cache: SnapshotCache,
+        status: StatusWriter,
+        metrics: ControlMetrics,
+        *,
+        lease_ttl: int = 10,
+        coalesce: float = 0.002,
+    ) -> None:
+        self.store = store
+        self.layout = layout
+        self.mirror = mirror
+        self.cache = cache
+        self.status = status
+        self.metrics = metrics
+        self.lease_ttl = lease_ttl
+        self.coalesce = coalesce
+        self._changed = asyncio.Event()
+        self._push_count = metrics.pushes.labels()
+        self._acks = metrics.acks.labels()
+        self._nacks = metrics.nacks.labels()
+        self._stale = metrics.stale.labels()
+        self._latency = metrics.push_latency.labels()
+
+    # -- rebuilds --------------------------------------------------------
+
+    def mirror_changed(self) -> None:
+        """Called by the watcher; cheap and synchronous."""
+        self._changed.set()
+
+    async def run_rebuilds(self) -> None:
+        while True:
+            await self._changed.wait()
+            await asyncio.sleep(self.coalesce)
+            self._changed.clear()
+            if not self.mirror.loaded:
+                continue
+            self.cache.rebuild(self.mirror.revision)
+            self.metrics.rebuilds.inc()
+
+    # -- grpc wiring -----------------------------------------------------
+
+    def handlers(self) -> grpc.GenericRpcHandler:
+        methods = {
+            "Stream": grpc.stream_stream_rpc_method_handler(
+                self.Stream,
+                request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
+                response_serializer=_identity,
+            ),
+            "Register": grpc.unary_unary_rpc_method_handler(
+                self.Register,
+                request_deserializer=discovery_pb2.RegisterRequest.FromString,
+                response_serializer=discovery_pb2.RegisterResponse.SerializeToString,
+            ),
+            "Renew": grpc.unary_unary_rpc_method_handler(
+                self.Renew,
+                request_deserializer=discovery_pb2.RenewRequest.FromString,
+                response_serializer=discovery_pb2.RenewResponse.SerializeToString,
+            ),
+            "Deregister": grpc.unary_unary_rpc_method_handler(
+                self.Deregister,
+                request_deserializer=discovery_pb2.DeregisterRequest.FromString,
+                response_serializer=discovery_pb2.DeregisterResponse.SerializeToString,
+            ),
+        }
+        return grpc.method_handlers_generic_handler("skein.v1.Discovery", methods)
+
+    # -- Stream ----------------------------------------------------------
+
+    async def Stream(
+        self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
+    ) -> None:
+        try:
+            first = await anext(requests)
+        except StopAsyncIteration:
+            return
+        try:
+            check_node(first.node)
+        except ConfigError as err:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"first request: {err}")
+        wake = asyncio.Event()
+        state = self.cache.open(first.node, first.version_info, wake.set)
+        self.metrics.streams.labels().inc()
+        log.info(
+            "stream opened",
+            service=first.node.service,
+            instance=first.node.instance,
+            peer=context.peer(),
+            version=first.version_info,
+        )
+
+        async def read() -> None:
+            try:
+                async for req in requests:
+                    outcome, latency = self.cache.on_request(state, req)
+                    if outcome is Outcome.ACK:
+                        self._acks.inc()
+                        self._latency.observe(latency)
+                    elif outcome is Outcome.NACK:
+                        self._nacks.inc()
+                        self._latency.observe(latency)
+                        log.warning(
+                            "sidecar rejected configuration",
+                            instance=state.node.instance,
+                            version=state.nack_version,
+                            error=state.nack_error,
+                        )
+                    else:
+                        self._stale.inc()
+            finally:
+                wake.set()
+
+        reader = asyncio.create_task(read())
+        try:
+            while not reader.done():
+                await wake.wait()
+                wake.clear()
+                data = self.cache.take(state)
+                if data is not None:
+                    await context.write(data)
+                    self._push_count.inc()
+        finally:
+            reader.cancel()
+            self.cache.close(state)
+            self.status.stream_closed(state)
+            self.metrics.streams.labels().dec()
+            log.info("stream closed", service=state.node.service, instance=state.node.instance)
+
+    # -- registration ----------------------------------------------------
+
+    async def _abort(self, context: grpc.aio.ServicerContext, err: SkeinError) -> None:
+        if err.code == grpc.StatusCode.UNAVAILABLE:
+            self.metrics.etcd_errors.labels("registration").inc()
+        await context.abort(err.code, str(err))
+
+    async def Register(
+        self, req: Any, context: grpc.aio.ServicerContext
+    ) -> discovery_pb2.RegisterResponse:
+        ep = resources_pb2.Endpoint()
+        ep.metadata.name = req.instance
+        ep.metadata.labels.update(req.labels)
+        ep.spec.service = req.service
+        ep.spec.address = req.address
+        ep.spec.weight = req.weight
+        ep.spec.health = resources_pb2.HEALTHY
+        try:
+            try:
+                validate_resource(make_resource("Endpoint", ep))
+            except ConfigError as err:
+                field = _REGISTER_FIELDS.get(err.field, err.field.replace("metadata.", ""))
+                raise ConfigError(field, err.reason, where="RegisterRequest") from None
+            ttl = int(req.ttl_seconds) or self.lease_ttl
+            if ttl > 3600:
+                raise ConfigError(
+                    "ttl_seconds", f"must be at most 3600, got {ttl}", where="RegisterRequest"
+                )
+            lease_id = await self.store.grant(ttl)
+            value = json_format.MessageToJson(ep, indent=None).encode()
+            try:
+                await self.store.put(
+                    self.layout.endpoint(req.service, req.instance), value, lease=lease_id
+                )
+            except SkeinError:
+                await self.store.revoke(lease_id)
+                raise
+        except SkeinError as err:
+            self.metrics.registrations.labels("error").inc()
+            await self._abort(context, err)
+            raise AssertionError("unreachable") from None
+        self.metrics.registrations.labels("ok").inc()
+        log.info(
+            "registered",
+            service=req.service,
+            instance=req.instance,
+            address=req.address,
+            lease=lease_id,
+            ttl=ttl,
+        )
+        return discovery_pb2.RegisterResponse(lease_id=lease_id, ttl_seconds=ttl)
+
+    async def Renew(
+        self, req: Any, context: grpc.aio.ServicerContext
+    ) -> discovery_pb2.RenewResponse:
+        try:
+            ttl = await self.store.keepalive(req.lease_id)
+            if ttl <= 0:
+                raise NotFoundError(f"lease {req.lease_id} expired or is unknown; register again")
+        except SkeinError as err:
+            await self._abort(context, err)
+            raise AssertionError("unreachable") from None
+        return discovery_pb2.RenewResponse(ttl_seconds=ttl)
+
+    async def Deregister(
+        self, req: Any, context: grpc.aio.ServicerContext
+    ) -> discovery_pb2.DeregisterResponse:
+        try:
+            if req.service and req.instance:
+                await self.store.delete(self.layout.endpoint(req.service, req.instance))
+            if req.lease_id:
+                await self.store.revoke(req.lease_id)
+        except SkeinError as err:
+            await self._abort(context, err)
+        log.info("deregistered", service=req.service, instance=req.instance)
+        return discovery_pb2.DeregisterResponse()
