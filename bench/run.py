@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -144,7 +145,7 @@ def _start_paths(
     mesh: SkeinMesh | None = None
     print("starting Skein: etcd, control, two sidecars ...", flush=True)
     try:
-        mesh = start_skein(group, direct.target)
+        mesh = start_skein(group, direct.target, work)
         paths += [mesh.hop, mesh.pair]
     except Exception as err:
         tails = "".join(
@@ -286,8 +287,14 @@ def _print(report: dict[str, Any]) -> None:
     print(f"\n{report['duration_s']} s on {report['machine']['cores']} cores")
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    # Unwind through the finally blocks, which stop every process started.
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     settings = parse_args(argv)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         report = measure(settings)
     except H2loadError as err:

@@ -12,6 +12,7 @@ ProcessGroup and is stopped by PID.
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass, field
 
@@ -83,14 +84,19 @@ class SkeinMesh:
     pair: BenchPath
 
 
-def start_skein(group: ProcessGroup, app: str) -> SkeinMesh:
-    """etcd, one control daemon and two sidecars; the caller stops etcd (mesh.etcd)."""
+def start_skein(group: ProcessGroup, app: str, workdir: str) -> SkeinMesh:
+    """etcd, one control daemon and two sidecars; the caller stops etcd (mesh.etcd).
+
+    The sidecars keep their last-good config under `workdir`, which the caller removes.
+    """
     etcd = LocalEtcd().start()
     try:
         control = group.control("control", etcd.endpoint)
         control.wait_ready(timeout=30.0)
         listen = control.addresses["listen"]
-        server_side = group.sidecar("sidecar-b", ECHO_SERVICE, listen, app)
+        server_side = group.sidecar(
+            "sidecar-b", ECHO_SERVICE, listen, app, "--state-dir", os.path.join(workdir, "b")
+        )
         server_side.wait_ready(timeout=30.0)
         upstream = _addr()
         client_side = group.sidecar(
@@ -100,6 +106,8 @@ def start_skein(group: ProcessGroup, app: str) -> SkeinMesh:
             _addr(),  # the client app receives no calls in this benchmark
             "--upstream",
             f"{ECHO_SERVICE}={upstream}",
+            "--state-dir",
+            os.path.join(workdir, "a"),
         )
         client_side.wait_ready(timeout=30.0)
         hop = BenchPath(
