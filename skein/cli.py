@@ -35,6 +35,7 @@ __all__ = [
     "laggards",
     "main",
     "resource_kind",
+    "table",
     "wait_for_version",
 ]
 

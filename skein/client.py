@@ -12,6 +12,7 @@ Invariants:
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -57,6 +58,32 @@ class OperatorCallError(SkeinError):
         super().__init__(f"control at {address}: {code.name}: {message}")
 
 
+class _NotConnectedError(Exception):
+    pass
+
+
+def _connect(channel: grpc.Channel, timeout: float) -> grpc.ChannelConnectivity:
+    """Connect and return READY, or the first TRANSIENT_FAILURE, or the state at `timeout`.
+
+    Stopping at the first failure (instead of waiting out gRPC's reconnect
+    backoff) lets an unreachable replica fail over, or be reported, at once.
+    """
+    done = threading.Event()
+    seen: list[grpc.ChannelConnectivity] = []
+
+    def watch(state: grpc.ChannelConnectivity) -> None:
+        seen.append(state)
+        if state in (grpc.ChannelConnectivity.READY, grpc.ChannelConnectivity.TRANSIENT_FAILURE):
+            done.set()
+
+    channel.subscribe(watch, try_to_connect=True)
+    try:
+        done.wait(timeout)
+    finally:
+        channel.unsubscribe(watch)
+    return seen[-1] if seen else grpc.ChannelConnectivity.IDLE
+
+
 class OperatorClient:
     """Blocking client for `skein.v1.Operator`; one channel per replica, opened lazily."""
 
@@ -86,7 +113,14 @@ class OperatorClient:
             # list: fail-over is ours, so a dead replica must fail fast.
             channel = grpc.insecure_channel(target, options=[("grpc.enable_retries", 0)])
             self._channels[target] = channel
-        grpc.channel_ready_future(channel).result(timeout=self._connect_timeout)
+        state = _connect(channel, self._connect_timeout)
+        if state is not grpc.ChannelConnectivity.READY:
+            why = (
+                "connection failed (nothing listening, or the host is unreachable)"
+                if state is grpc.ChannelConnectivity.TRANSIENT_FAILURE
+                else f"no connection within {self._connect_timeout:g}s"
+            )
+            raise _NotConnectedError(why)
         return operator_pb2_grpc.OperatorStub(channel)
 
     def _call(self, invoke: Callable[[operator_pb2_grpc.OperatorStub, float], T]) -> T:
@@ -97,8 +131,8 @@ class OperatorClient:
             target = self._targets[index]
             try:
                 stub = self._stub(target)
-            except grpc.FutureTimeoutError:
-                failures.append((target, f"no connection within {self._connect_timeout:g}s"))
+            except _NotConnectedError as err:
+                failures.append((target, str(err)))
                 continue
             try:
                 result = invoke(stub, self._call_timeout)
