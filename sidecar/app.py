@@ -28,6 +28,7 @@ from sidecar.dispatch import (
     UpstreamDispatcher,
 )
 from sidecar.registration import Registration
+from sidecar.transport import Dispatcher, Listener, UpstreamPool, start_listener
 from skein.addr import HostPort, format_hostport, parse_hostport, parse_hostport_list
 from skein.config import check_name, parse_snapshot
 from skein.errors import ConfigError
@@ -227,10 +228,13 @@ def _advertised(address: tuple[str, int]) -> str:
 
 
 async def _listen(
-    flag: str, address: HostPort, dispatcher: Any, pool: Any, name: str, metrics: Registry
-) -> Any:
-    from sidecar.transport import start_listener
-
+    flag: str,
+    address: HostPort,
+    dispatcher: Dispatcher,
+    pool: UpstreamPool,
+    name: str,
+    metrics: Registry,
+) -> Listener:
     try:
         return await start_listener(
             address[0], address[1], dispatcher, pool, name=name, metrics=metrics
@@ -243,12 +247,10 @@ async def _listen(
 
 
 async def serve(args: argparse.Namespace) -> int:
-    from sidecar.transport import UpstreamPool
-
     metrics = Registry()
     holder = ConfigHolder()
     pool = UpstreamPool(metrics=metrics)
-    listeners: dict[str, Any] = {}
+    listeners: dict[str, Listener] = {}
     tasks: list[asyncio.Task[None]] = []
     admin_server = None
     registration: Registration | None = None
@@ -333,11 +335,7 @@ async def serve(args: argparse.Namespace) -> int:
         await asyncio.gather(
             *(lst.close(DRAIN_GRACE) for lst in listeners.values()), return_exceptions=True
         )
-        closer = getattr(pool, "close", None)
-        if closer is not None:
-            result = closer()
-            if asyncio.iscoroutine(result):
-                await result
+        await pool.close()
         if admin_server is not None:
             await admin_server.stop()
     log.info("sidecar stopped")

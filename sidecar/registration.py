@@ -59,6 +59,7 @@ class Registration:
         self.ttl = 0
         self.state = "unregistered"
         self.last_error = ""
+        self._failures = 0
         self._m_registered = metrics.gauge(
             "skein_sidecar_registered", "1 while this instance holds a live lease"
         )
@@ -75,9 +76,11 @@ class Registration:
                 if self.lease_id == 0:
                     await self._register()
                     self._backoff.reset()
+                    self._failures = 0
                 await asyncio.sleep(max(self.ttl / 3.0, 0.2))
                 await self._renew()
                 self._backoff.reset()
+                self._failures = 0
             except asyncio.CancelledError:
                 raise
             except grpc.aio.AioRpcError as err:
@@ -87,11 +90,14 @@ class Registration:
                     self._lost()
                     continue
                 self._m_failures.labels("renew" if self.lease_id else "register").inc()
-                log.warning(
-                    "registration call failed, trying the next control",
-                    control=self._controls.current,
-                    error=self.last_error,
-                )
+                self._failures += 1
+                if self._failures in (1, 10) or self._failures % 100 == 0:
+                    log.warning(
+                        "registration call failed, trying the next control",
+                        control=self._controls.current,
+                        error=self.last_error,
+                        failures=self._failures,
+                    )
                 await self._controls.fail()
                 await asyncio.sleep(self._backoff.next_delay())
             except Exception as err:  # never let registration take the sidecar down

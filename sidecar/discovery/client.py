@@ -207,9 +207,11 @@ class DiscoveryClient:
                     raise
                 except grpc.aio.AioRpcError as err:
                     self.status.last_error = f"{err.code().name}: {err.details()}"
+                except TimeoutError:
+                    self.status.last_error = f"not reachable within {self._connect_timeout:g}s"
                 except Exception as err:  # keep serving whatever the failure
                     self.status.last_error = repr(err)
-                    if not isinstance(err, TimeoutError | OSError):
+                    if not isinstance(err, OSError):
                         log.exception("discovery stream failed")
                 self._m_connected.set(0)
                 self._m_reconnects.inc()
