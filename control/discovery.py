@@ -130,9 +130,7 @@ class DiscoveryService:
 
     # -- Stream ----------------------------------------------------------
 
-    async def Stream(
-        self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
-    ) -> None:
+    async def Stream(self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> None:
         try:
             first = await anext(requests)
         except StopAsyncIteration:

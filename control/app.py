@@ -1,0 +1,242 @@
+"""Wiring and lifecycle of the control daemon (`skein control ...`).
+
+Start: bind gRPC and admin, then load the mirror from etcd and keep it
+current. If etcd is unreachable the daemon stays up, not ready, and retries
+with backoff; it never exits for it. SIGTERM/SIGINT: stop accepting, close
+the streams (sidecars fail over to another replica), revoke the replica's
+lease (its status records vanish), exit 0.
+
+Default ports: gRPC 127.0.0.1:15010 (DESIGN.md), admin 127.0.0.1:15014
+(istiod's monitoring port; 15000 is the sidecar's admin).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+
+import grpc
+
+from control.admin import ControlAdmin
+from control.cache import SnapshotCache
+from control.discovery import DiscoveryService
+from control.mirror import Mirror
+from control.operator import OperatorService
+from control.stats import ControlMetrics
+from control.status import StatusWriter
+from control.store import DEFAULT_PREFIX, EtcdStore, KeyLayout, StoreError
+from control.translate import NodeKey, translate
+from control.watch import MirrorWatcher
+from skein.addr import HostPort, format_hostport, parse_hostport, parse_hostport_list
+from skein.clock import MonotonicClock
+from skein.errors import AddressError, ConfigError, StoreUnavailableError
+from skein.logging import configure, get_logger
+from skein.runtime import run
+
+__all__ = ["ControlOptions", "add_arguments", "main", "options_from_args", "serve"]
+
+log = get_logger("control")
+
+DEFAULT_LISTEN = "127.0.0.1:15010"
+DEFAULT_ADMIN = "127.0.0.1:15014"
+
+
+class WallClock:
+    """Unix seconds, for timestamps operators read (connected_at)."""
+
+    __slots__ = ()
+
+    def now(self) -> float:
+        return time.time()
+
+
+@dataclass(frozen=True, slots=True)
+class ControlOptions:
+    etcd: list[HostPort]
+    listen: HostPort
+    admin: HostPort
+    prefix: str = DEFAULT_PREFIX
+    lease_ttl: int = 10
+    coalesce: float = 0.002
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--etcd",
+        default=os.environ.get("SKEIN_ETCD", "127.0.0.1:2379"),
+        metavar="HOST:PORT[,...]",
+        help="etcd endpoints (env SKEIN_ETCD; default 127.0.0.1:2379)",
+    )
+    parser.add_argument(
+        "--listen",
+        default=DEFAULT_LISTEN,
+        metavar="HOST:PORT",
+        help=f"gRPC address for sidecars and operators (default {DEFAULT_LISTEN})",
+    )
+    parser.add_argument(
+        "--admin",
+        default=DEFAULT_ADMIN,
+        metavar="HOST:PORT",
+        help=f"admin HTTP: /healthz /ready /metrics /config_dump (default {DEFAULT_ADMIN})",
+    )
+    parser.add_argument(
+        "--prefix",
+        default=DEFAULT_PREFIX,
+        help=f"etcd key prefix of this mesh (default {DEFAULT_PREFIX})",
+    )
+    parser.add_argument(
+        "--lease-ttl",
+        type=int,
+        default=10,
+        metavar="SECONDS",
+        help="default lease TTL of registered endpoints and of this replica (default 10)",
+    )
+    parser.add_argument(
+        "--coalesce-ms",
+        type=float,
+        default=2.0,
+        metavar="MS",
+        help="collect watch events this long before rebuilding snapshots (default 2)",
+    )
+    parser.add_argument(
+        "--log-level", default="info", choices=("debug", "info", "warning", "error")
+    )
+
+
+def options_from_args(args: argparse.Namespace) -> ControlOptions:
+    """Parse and check flags; raises ConfigError naming the flag."""
+    if args.lease_ttl < 1 or args.lease_ttl > 3600:
+        raise ConfigError("--lease-ttl", f"must be 1-3600 seconds, got {args.lease_ttl}")
+    if args.coalesce_ms < 0 or args.coalesce_ms > 1000:
+        raise ConfigError("--coalesce-ms", f"must be 0-1000, got {args.coalesce_ms}")
+    prefix = args.prefix if args.prefix.endswith("/") else args.prefix + "/"
+    if not prefix.startswith("/"):
+        raise ConfigError("--prefix", f"must start with '/', got {args.prefix!r}")
+    return ControlOptions(
+        etcd=parse_hostport_list(args.etcd, flag="--etcd"),
+        listen=parse_hostport(args.listen, flag="--listen"),
+        admin=parse_hostport(args.admin, flag="--admin"),
+        prefix=prefix,
+        lease_ttl=args.lease_ttl,
+        coalesce=args.coalesce_ms / 1000,
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    configure(args.log_level)
+    try:
+        options = options_from_args(args)
+    except (AddressError, ConfigError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return run(serve(options))
+
+
+async def serve(options: ControlOptions) -> int:
+    """Run until SIGTERM/SIGINT; returns the exit code."""
+    metrics = ControlMetrics()
+    layout = KeyLayout(options.prefix)
+    store = EtcdStore(options.etcd)
+    bad_values = metrics.bad_values.labels()
+
+    def on_bad(key: bytes, error: str) -> None:
+        bad_values.inc()
+        log.warning(
+            "stored value does not parse; skipped", key=key.decode(errors="replace"), error=error
+        )
+
+    mirror = Mirror(layout, on_bad)
+
+    def build(key: NodeKey) -> object:
+        return translate(mirror, key)
+
+    cache = SnapshotCache(build, MonotonicClock(), WallClock())
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    try:
+        port = server.add_insecure_port(format_hostport(options.listen))
+    except RuntimeError:
+        port = 0
+    if not port:
+        log.error("cannot listen", address=format_hostport(options.listen))
+        return 1
+    listen = format_hostport((options.listen[0], port))
+    status = StatusWriter(store, layout, cache, listen, metrics, lease_ttl=options.lease_ttl)
+    discovery = DiscoveryService(
+        store,
+        layout,
+        mirror,
+        cache,
+        status,
+        metrics,
+        lease_ttl=options.lease_ttl,
+        coalesce=options.coalesce,
+    )
+    operator = OperatorService(store, layout, metrics)
+    server.add_generic_rpc_handlers((discovery.handlers(), operator.handlers()))
+    watcher = MirrorWatcher(store, layout, mirror, discovery.mirror_changed, metrics)
+
+    def info() -> dict[str, object]:
+        return {
+            "listen": listen,
+            "prefix": options.prefix,
+            "etcd": store.endpoint,
+            "lease_id": status.lease_id,
+            "watch_healthy": watcher.healthy,
+        }
+
+    admin = ControlAdmin(store, mirror, cache, metrics, info)
+    try:
+        admin_addr = await admin.server.start(*options.admin)
+    except OSError as err:
+        log.error("cannot listen (admin)", address=format_hostport(options.admin), error=str(err))
+        return 1
+    await server.start()
+    log.info(
+        "control started",
+        listen=listen,
+        admin=format_hostport(admin_addr),
+        etcd=",".join(format_hostport(e) for e in options.etcd),
+        prefix=options.prefix,
+    )
+    try:
+        await store.revision()
+    except (StoreUnavailableError, StoreError) as err:
+        log.warning("etcd unreachable at start; serving not-ready and retrying", error=str(err))
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    tasks = [
+        asyncio.create_task(watcher.run(), name="watch"),
+        asyncio.create_task(discovery.run_rebuilds(), name="rebuild"),
+        asyncio.create_task(status.run(), name="status"),
+    ]
+    stopper = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    code = 0
+    for task in done:
+        if task is not stopper and not task.cancelled() and task.exception() is not None:
+            log.error("internal task failed", task=task.get_name(), error=repr(task.exception()))
+            code = 1
+    log.info("control stopping")
+    await server.stop(grace=1.0)
+    for task in (stopper, *tasks):
+        task.cancel()
+    await asyncio.gather(stopper, *tasks, return_exceptions=True)
+    await status.close()
+    await admin.server.stop()
+    await store.close()
+    log.info("control stopped")
+    return code
+
+
+if __name__ == "__main__":
+    _parser = argparse.ArgumentParser(prog="control", description="Skein control daemon")
+    add_arguments(_parser)
+    sys.exit(main(_parser.parse_args()))

@@ -1,0 +1,239 @@
+"""The Operator service: Apply (with dry-run), Get, Delete, Status.
+
+Apply validates every resource before touching etcd and then writes all of
+them in one transaction conditional on the mod_revisions it read, so the
+reported actions are exactly what happened (all or nothing). A resource
+carrying metadata.version is also conditional on it (ConflictError ->
+ABORTED). Reads go to etcd, not the mirror, so an operator reads its own
+writes through any replica.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+from google.protobuf import json_format  # type: ignore[import-untyped]
+
+from control.stats import ControlMetrics
+from control.store import EtcdStore, KeyLayout, KeyValue, TxnOp
+from skein.config import (
+    kind_message_class,
+    make_resource,
+    parse_kind,
+    resource_kind,
+    resource_message,
+    validate_resource,
+)
+from skein.errors import ConfigError, ConflictError, NotFoundError, SkeinError
+from skein.logging import get_logger
+from skein.v1 import operator_pb2
+
+__all__ = ["OperatorService", "encode_resource"]
+
+log = get_logger("control.operator")
+
+_MAX_ATTEMPTS = 3
+
+
+def encode_resource(message: Any) -> bytes:
+    """Stored form: compact JSON of the message, without metadata.version."""
+    copy = type(message)()
+    copy.CopyFrom(message)
+    copy.metadata.version = 0
+    encoded: str = json_format.MessageToJson(copy, indent=None)
+    return encoded.encode()
+
+
+def _decode(kind: str, kv: KeyValue) -> Any | None:
+    message = kind_message_class(kind)()
+    try:
+        json_format.Parse(kv.value, message, ignore_unknown_fields=True)
+    except (json_format.ParseError, ValueError):
+        return None
+    message.metadata.version = kv.mod_revision
+    return message
+
+
+class OperatorService:
+    def __init__(self, store: EtcdStore, layout: KeyLayout, metrics: ControlMetrics) -> None:
+        self.store = store
+        self.layout = layout
+        self.metrics = metrics
+
+    def handlers(self) -> grpc.GenericRpcHandler:
+        def unary(fn: Any, req: Any, resp: Any) -> grpc.RpcMethodHandler:
+            return grpc.unary_unary_rpc_method_handler(
+                fn, request_deserializer=req.FromString, response_serializer=resp.SerializeToString
+            )
+
+        methods = {
+            "Apply": unary(self.Apply, operator_pb2.ApplyRequest, operator_pb2.ApplyResponse),
+            "Get": unary(self.Get, operator_pb2.GetRequest, operator_pb2.GetResponse),
+            "Delete": unary(self.Delete, operator_pb2.DeleteRequest, operator_pb2.DeleteResponse),
+            "Status": unary(self.Status, operator_pb2.StatusRequest, operator_pb2.StatusResponse),
+        }
+        return grpc.method_handlers_generic_handler("skein.v1.Operator", methods)
+
+    async def _abort(self, context: grpc.aio.ServicerContext, err: SkeinError) -> None:
+        if err.code == grpc.StatusCode.UNAVAILABLE:
+            self.metrics.etcd_errors.labels("operator").inc()
+        await context.abort(err.code, str(err))
+
+    # -- Apply -----------------------------------------------------------
+
+    @staticmethod
+    def _check(resources: Any) -> list[tuple[str, Any]]:
+        """Validate all; returns (kind, message) pairs or raises naming the resource."""
+        out: list[tuple[str, Any]] = []
+        seen: dict[tuple[str, str], int] = {}
+        for index, res in enumerate(resources):
+            kind = resource_kind(res) or "?"
+            name = resource_message(res).metadata.name if kind != "?" else ""
+            where = f"resources[{index}] ({kind}/{name or '?'})"
+            if kind == "Endpoint":
+                raise ConfigError(
+                    "kind",
+                    "Endpoints cannot be applied: they are written by sidecar registration "
+                    "(Register) and live under a lease",
+                    where=where,
+                )
+            try:
+                validate_resource(res)
+            except ConfigError as err:
+                raise ConfigError(err.field, err.reason, where=where) from None
+            if (kind, name) in seen:
+                raise ConfigError(
+                    "metadata.name",
+                    f"{kind}/{name} appears twice (also resources[{seen[kind, name]}])",
+                    where=where,
+                )
+            seen[kind, name] = index
+            out.append((kind, resource_message(res)))
+        return out
+
+    async def _apply(self, items: list[tuple[str, Any]], dry_run: bool) -> Any:
+        for _attempt in range(_MAX_ATTEMPTS):
+            results = operator_pb2.ApplyResponse()
+            expect: dict[bytes, int] = {}
+            ops: list[TxnOp] = []
+            for kind, message in items:
+                key = self.layout.resource(kind, message.metadata.name)
+                stored = await self.store.get(key)
+                mod = stored.mod_revision if stored else 0
+                wanted = message.metadata.version
+                if wanted and wanted != mod:
+                    raise ConflictError(
+                        f"{kind}/{message.metadata.name}: metadata.version is {wanted} but the "
+                        f"stored version is {mod or 'absent'}; get it again and reapply"
+                    )
+                value = encode_resource(message)
+                if stored is None:
+                    action = "created"
+                else:
+                    old = _decode(kind, stored)
+                    same = old is not None and encode_resource(old) == value
+                    action = "unchanged" if same else "configured"
+                results.results.add(kind=kind, name=message.metadata.name, action=action)
+                expect[key] = mod
+                if action != "unchanged":
+                    ops.append(TxnOp(key, value))
+            if dry_run or not ops:
+                return results
+            ok, revision = await self.store.txn(expect, ops)
+            if ok:
+                results.version = revision
+                return results
+        raise ConflictError("the resources kept changing while applying; try again")
+
+    async def Apply(self, req: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            items = self._check(req.resources)
+            response = await self._apply(items, req.dry_run)
+        except SkeinError as err:
+            self.metrics.applies.labels("error").inc()
+            await self._abort(context, err)
+            raise AssertionError("unreachable") from None
+        self.metrics.applies.labels("dry_run" if req.dry_run else "ok").inc()
+        if not req.dry_run:
+            log.info(
+                "applied",
+                version=response.version,
+                results=[f"{r.kind}/{r.name} {r.action}" for r in response.results],
+            )
+        return response
+
+    # -- Get / Delete ----------------------------------------------------
+
+    async def _list(self, kind: str) -> list[tuple[KeyValue, Any]]:
+        prefix = (
+            self.layout.endpoints.encode()
+            if kind == "Endpoint"
+            else self.layout.resource_kind_prefix(kind)
+        )
+        _rev, kvs = await self.store.range_prefix(prefix)
+        out = []
+        for kv in kvs:
+            message = _decode(kind, kv)
+            if message is None:
+                log.warning(
+                    "stored value does not parse; skipped", key=kv.key.decode(errors="replace")
+                )
+                continue
+            out.append((kv, message))
+        return out
+
+    async def Get(self, req: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            kind = parse_kind(req.kind)
+            found = [
+                m
+                for _kv, m in await self._list(kind)
+                if not req.name or m.metadata.name == req.name
+            ]
+            if req.name and not found:
+                raise NotFoundError(f"{kind}/{req.name} not found")
+        except SkeinError as err:
+            await self._abort(context, err)
+            raise AssertionError("unreachable") from None
+        found.sort(key=lambda m: (m.metadata.name, getattr(m.spec, "service", "")))
+        return operator_pb2.GetResponse(resources=[make_resource(kind, m) for m in found])
+
+    async def Delete(self, req: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            kind = parse_kind(req.kind)
+            if not req.name:
+                raise ConfigError("name", "required: the name of the resource to delete")
+            if kind == "Endpoint":
+                keys = [kv.key for kv, m in await self._list(kind) if m.metadata.name == req.name]
+            else:
+                keys = [self.layout.resource(kind, req.name)]
+            deleted = revision = 0
+            for key in keys:
+                count, revision = await self.store.delete(key)
+                deleted += count
+            if not deleted:
+                raise NotFoundError(f"{kind}/{req.name} not found; nothing deleted")
+        except SkeinError as err:
+            await self._abort(context, err)
+            raise AssertionError("unreachable") from None
+        log.info("deleted", kind=kind, name=req.name, version=revision)
+        return operator_pb2.DeleteResponse(version=revision)
+
+    # -- Status ----------------------------------------------------------
+
+    async def Status(self, req: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            revision, kvs = await self.store.range_prefix(self.layout.status.encode())
+        except SkeinError as err:
+            await self._abort(context, err)
+            raise AssertionError("unreachable") from None
+        response = operator_pb2.StatusResponse(revision=revision)
+        for kv in kvs:
+            record = operator_pb2.SidecarStatus()
+            try:
+                json_format.Parse(kv.value, record, ignore_unknown_fields=True)
+            except (json_format.ParseError, ValueError):
+                continue
+            response.sidecars.append(record)
+        return response
