@@ -1,0 +1,80 @@
+"""Starting an exchange: route it, arm its deadline, hand it to the pool.
+
+Shared by the HTTP/2 and HTTP/1.1 front ends so both behave the same.
+A dispatcher that fails unexpectedly is a bug in routing, but must not take
+the listener down: the caller gets INTERNAL (500) naming the failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+
+from sidecar.transport.contract import Dispatcher, NoRoute
+from sidecar.transport.deadline import GrpcTimeoutError, effective_timeout, parse_grpc_timeout
+from sidecar.transport.exchange import Exchange
+from sidecar.transport.headers import RequestHead
+from sidecar.transport.stats import RelayMetrics
+from sidecar.transport.upstream import UpstreamPool
+
+__all__ = ["StreamStarter"]
+
+_log = structlog.get_logger("sidecar.transport")
+_INTERNAL = 13
+
+
+class StreamStarter:
+    """Routes new exchanges for one listener."""
+
+    __slots__ = ("_loop", "dispatcher", "metrics", "name", "no_route", "pool")
+
+    def __init__(
+        self,
+        name: str,
+        dispatcher: Dispatcher,
+        pool: UpstreamPool,
+        metrics: RelayMetrics | None,
+    ) -> None:
+        self.name = name
+        self.dispatcher = dispatcher
+        self.pool = pool
+        self.metrics = metrics
+        self.no_route = 0
+        self._loop = asyncio.get_running_loop()
+
+    def begin(self, ex: Exchange, head: RequestHead) -> None:
+        """Route `ex` and start it; on no route answer at once."""
+        try:
+            pick = self.dispatcher.pick(
+                head.authority.decode("latin-1"), head.path.decode("latin-1")
+            )
+        except NoRoute as exc:
+            self.no_route += 1
+            ex.fail(exc.grpc_status, exc.http_status, exc.message)
+            return
+        except Exception as exc:
+            _log.warning("dispatcher_failed", listener=self.name, error=repr(exc))
+            ex.fail(_INTERNAL, 500, f"proxy routing failed: {exc!r}")
+            return
+        loop = self._loop
+        now = loop.time()
+        ex.cluster = pick.cluster
+        ex.done_cb = pick.done
+        ex.started_at = now
+        metrics = self.metrics
+        if metrics is not None:
+            stats = ex.stats = metrics.cluster(pick.cluster)
+            stats.requests.inc()
+            stats.in_flight.inc()
+        caller: float | None = None
+        if ex.timeout_index >= 0:
+            try:
+                caller = parse_grpc_timeout(ex.headers[ex.timeout_index][1])
+            except GrpcTimeoutError:
+                caller = None  # as Envoy: a malformed caller timeout is ignored
+        timeout = effective_timeout(caller, pick.timeout)
+        if timeout is not None:
+            ex.deadline = now + timeout
+            ex.timer = loop.call_at(ex.deadline, ex.expire)
+        self.pool.open(ex, pick.address)

@@ -1,0 +1,216 @@
+"""Header handling for the relay (sans-IO).
+
+Invariants:
+- HTTP/2 header blocks are relayed verbatim (bytes, order kept); only
+  `grpc-timeout` is rewritten, and only by the caller of `scan_request`.
+- HTTP/1.1 requests become valid HTTP/2 requests: names lowercased,
+  connection-specific fields (RFC 9113 section 8.2.2) and the fields the
+  `Connection` header names are dropped, `Host` becomes `:authority`.
+- Synthetic answers (no route, upstream down, deadline) use gRPC's
+  trailers-only form for gRPC callers and a plain-text status for others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from http import HTTPStatus
+
+__all__ = [
+    "CONNECTION_SPECIFIC",
+    "Header",
+    "HeaderError",
+    "RequestHead",
+    "grpc_error_headers",
+    "grpc_status_of",
+    "h1_request_to_h2",
+    "h2_response_to_h1",
+    "http_error_response",
+    "percent_encode_grpc_message",
+    "scan_request",
+    "status_of",
+]
+
+Header = tuple[bytes, bytes]
+
+# RFC 9113 8.2.2 plus the HTTP/1.1 hop-by-hop fields (RFC 9110 7.6.1).
+CONNECTION_SPECIFIC = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"transfer-encoding",
+        b"upgrade",
+        b"te",
+        b"http2-settings",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"trailer",
+    }
+)
+
+_GRPC_CT = b"application/grpc"
+_UNRESERVED = frozenset(range(0x20, 0x7F)) - {ord("%")}
+
+
+class HeaderError(ValueError):
+    """A request's headers cannot be relayed; the message says which and why."""
+
+
+class RequestHead:
+    """What the relay needs from a request's header block, found in one pass."""
+
+    __slots__ = ("authority", "is_grpc", "path", "timeout_index")
+
+    def __init__(self) -> None:
+        self.authority = b""
+        self.path = b""
+        self.is_grpc = False
+        self.timeout_index = -1
+
+
+def scan_request(headers: Sequence[Header]) -> RequestHead:
+    """One pass over a request block: `:authority`/`host`, `:path`, gRPC-ness, `grpc-timeout`."""
+    head = RequestHead()
+    host = b""
+    for index, (name, value) in enumerate(headers):
+        if name == b":authority":
+            head.authority = value
+        elif name == b":path":
+            head.path = value
+        elif name == b"content-type":
+            head.is_grpc = value.startswith(_GRPC_CT)
+        elif name == b"grpc-timeout":
+            head.timeout_index = index
+        elif name == b"host":
+            host = value
+    if not head.authority:
+        head.authority = host
+    return head
+
+
+def percent_encode_grpc_message(message: str) -> bytes:
+    """gRPC's `grpc-message` encoding: UTF-8, then %XX for bytes outside 0x20-0x7E and '%'."""
+    raw = message.encode("utf-8")
+    return b"".join(bytes((b,)) if b in _UNRESERVED else b"%%%02X" % b for b in raw)
+
+
+def grpc_error_headers(status: int, message: str) -> list[Header]:
+    """A trailers-only gRPC response (one HEADERS frame with END_STREAM)."""
+    return [
+        (b":status", b"200"),
+        (b"content-type", _GRPC_CT),
+        (b"grpc-status", b"%d" % status),
+        (b"grpc-message", percent_encode_grpc_message(message)),
+    ]
+
+
+def http_error_response(status: int, message: str) -> tuple[list[Header], bytes]:
+    """Headers and body of a plain-text error answer for non-gRPC callers."""
+    body = message.encode("utf-8") + b"\n"
+    return (
+        [
+            (b":status", b"%d" % status),
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", b"%d" % len(body)),
+        ],
+        body,
+    )
+
+
+def status_of(headers: Iterable[Header]) -> int:
+    """The `:status` of a response block (0 when missing or unparsable)."""
+    for name, value in headers:
+        if name == b":status":
+            return int(value) if value.isdigit() else 0
+    return 0
+
+
+def grpc_status_of(headers: Iterable[Header]) -> int:
+    """The `grpc-status` of a trailer block; -1 when absent (not a complete gRPC answer)."""
+    for name, value in headers:
+        if name == b"grpc-status":
+            return int(value) if value.isdigit() else 2
+    return -1
+
+
+def h1_request_to_h2(
+    method: bytes, target: bytes, fields: Sequence[Header], scheme: bytes = b"http"
+) -> list[Header]:
+    """An HTTP/2 header block for an HTTP/1.1 request.
+
+    Raises HeaderError when the request cannot be expressed in HTTP/2 (no Host,
+    CONNECT or an absolute-form target we cannot honour).
+    """
+    if method == b"CONNECT":
+        raise HeaderError("CONNECT is not supported by this proxy; send the request directly")
+    path = target
+    authority = b""
+    if target.startswith((b"http://", b"https://")):
+        scheme, _, rest = target.partition(b"://")
+        authority, slash, path = rest.partition(b"/")
+        path = slash + path or b"/"
+    if not path.startswith(b"/") and path != b"*":
+        raise HeaderError(f"request target {target!r}: expected origin-form such as /path")
+    dropped = set(CONNECTION_SPECIFIC)
+    lowered: list[Header] = []
+    for name, value in fields:
+        lname = name.lower()
+        if lname == b"connection":
+            dropped.update(token.strip().lower() for token in value.split(b","))
+        lowered.append((lname, value))
+    regular: list[Header] = []
+    for name, value in lowered:
+        if name == b"host":
+            if not authority:
+                authority = value
+            continue
+        if name == b"te":
+            if value.strip().lower() == b"trailers":
+                regular.append((name, b"trailers"))
+            continue
+        if name in dropped:
+            continue
+        regular.append((name, value))
+    if not authority:
+        raise HeaderError("HTTP/1.1 request without Host header: add 'Host: <service>'")
+    return [
+        (b":method", method),
+        (b":scheme", scheme),
+        (b":authority", authority),
+        (b":path", path),
+        *regular,
+    ]
+
+
+def h2_response_to_h1(
+    headers: Sequence[Header], *, keep_alive: bool, body_allowed: bool
+) -> tuple[bytes, bool]:
+    """The HTTP/1.1 status line and fields for an HTTP/2 response block.
+
+    Returns (head bytes, chunked): chunked when a body may follow and its
+    length is unknown.
+    """
+    status = 0
+    has_length = False
+    lines: list[bytes] = []
+    for name, value in headers:
+        if name[:1] == b":":
+            if name == b":status" and value.isdigit():
+                status = int(value)
+            continue
+        if name in CONNECTION_SPECIFIC:
+            continue
+        if name == b"content-length":
+            has_length = True
+        lines.append(name + b": " + value)
+    try:
+        reason = HTTPStatus(status).phrase.encode("ascii")
+    except ValueError:
+        reason = b""
+    chunked = body_allowed and not has_length and status not in (204, 304) and status >= 200
+    if chunked:
+        lines.append(b"transfer-encoding: chunked")
+    if not keep_alive:
+        lines.append(b"connection: close")
+    head = b"HTTP/1.1 %d %s\r\n" % (status, reason) + b"".join(x + b"\r\n" for x in lines) + b"\r\n"
+    return head, chunked

@@ -1,0 +1,325 @@
+"""Pooled HTTP/2 (h2c) client connections to upstream addresses.
+
+Invariants:
+- streams are multiplexed: a new connection is opened only when every
+  connection to the address is at the peer's MAX_CONCURRENT_STREAMS or going
+  away (GOAWAY received), never per request;
+- a GOAWAY stops new streams on that connection; streams up to its
+  last-stream-id finish, later ones are reset REFUSED_STREAM downstream so the
+  caller may retry them (the peer never processed them);
+- a connect failure or lost connection answers every stream it carried with
+  UNAVAILABLE naming the address and the cause.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from h2.errors import ErrorCodes
+from h2.events import (
+    ConnectionTerminated,
+    DataReceived,
+    InformationalResponseReceived,
+    RemoteSettingsChanged,
+    ResponseReceived,
+    StreamEnded,
+    StreamReset,
+    TrailersReceived,
+    WindowUpdated,
+)
+from h2.exceptions import ProtocolError
+
+from sidecar.transport.exchange import Exchange
+from sidecar.transport.h2conn import (
+    flush_dirty,
+    mark_dirty,
+    new_client_connection,
+    send_flow_controlled,
+)
+from sidecar.transport.headers import Header
+
+__all__ = ["UpstreamConnection", "UpstreamPool"]
+
+CONNECT_TIMEOUT = 10.0
+# RFC 9113: no limit until the peer's SETTINGS say one; streams beyond a
+# lower advertised limit wait on the connection for a slot.
+_ASSUMED_MAX_STREAMS = 1000
+_CANCEL = int(ErrorCodes.CANCEL)
+_REFUSED = int(ErrorCodes.REFUSED_STREAM)
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """One h2c client connection; carries many exchanges."""
+
+    def __init__(self, pool: UpstreamPool, address: tuple[str, int]) -> None:
+        self.pool = pool
+        self.address = address
+        self.label = f"{address[0]}:{address[1]}"
+        self.h2 = new_client_connection()
+        self.transport: asyncio.Transport | None = None
+        self.streams: dict[int, Exchange] = {}
+        self.waiting: list[Exchange] = []
+        self.dirty = False
+        self.going_away = False
+        self.closed = False
+        self.max_streams = _ASSUMED_MAX_STREAMS
+
+    # -- pool side -------------------------------------------------------------------
+
+    def has_capacity(self) -> bool:
+        return (
+            not self.going_away
+            and not self.closed
+            and len(self.streams) + len(self.waiting) < self.max_streams
+        )
+
+    def open(self, ex: Exchange) -> None:
+        """Carry `ex`: start its stream now, or once connected."""
+        ex.up = self
+        if self.transport is None:
+            self.waiting.append(ex)
+        else:
+            self._start(ex)
+
+    def _start(self, ex: Exchange) -> None:
+        h2 = self.h2
+        if h2.open_outbound_streams >= self.max_streams:
+            self.waiting.append(ex)
+            return
+        sid: int = h2.get_next_available_stream_id()
+        headers = ex.request_headers(asyncio.get_running_loop().time())
+        end = ex.req_end and ex.req_buf is None and ex.req_trailers is None
+        h2.send_headers(sid, headers, end_stream=end)
+        self.streams[sid] = ex
+        mark_dirty(self)
+        ex.started(self, sid)
+
+    async def connect(self) -> None:
+        loop = asyncio.get_running_loop()
+        host, port = self.address
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                await loop.create_connection(lambda: self, host, port)
+        except (OSError, TimeoutError) as exc:
+            reason = str(exc) or type(exc).__name__
+            self._fail_all(f"upstream {self.label}: connect failed: {reason}")
+            flush_dirty()
+
+    # -- Exchange's Upstream interface ---------------------------------------------
+
+    def u_data(self, ex: Exchange, data: bytes, end: bool) -> int:
+        mark_dirty(self)
+        return send_flow_controlled(self.h2, ex.up_sid, data, end)
+
+    def u_trailers(self, ex: Exchange, headers: list[Header]) -> None:
+        self.h2.send_headers(ex.up_sid, headers, end_stream=True)
+        mark_dirty(self)
+
+    def u_ack(self, ex: Exchange, size: int) -> None:
+        self.h2.acknowledge_received_data(size, ex.up_sid)
+        mark_dirty(self)
+
+    def u_done(self, ex: Exchange) -> None:
+        sid = ex.up_sid
+        if not sid:
+            with contextlib.suppress(ValueError):
+                self.waiting.remove(ex)
+            return
+        if self.streams.pop(sid, None) is None or self.closed:
+            return
+        stream = self.h2.streams.get(sid)
+        if stream is not None and not stream.closed:
+            self.h2.reset_stream(sid, _CANCEL)
+            mark_dirty(self)
+        if self.waiting and self.transport is not None:
+            self._start(self.waiting.pop(0))
+        if self.going_away and not self.streams:
+            self.close()
+
+    # -- asyncio.Protocol ------------------------------------------------------------
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        if self.closed:
+            transport.close()
+            return
+        mark_dirty(self)
+        waiting, self.waiting = self.waiting, []
+        for ex in waiting:
+            if not ex.finished:
+                self._start(ex)
+        flush_dirty()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            events: list[Any] = self.h2.receive_data(data)
+        except ProtocolError as exc:
+            self.flush()
+            self._fail_all(f"upstream {self.label}: protocol error: {exc}")
+            self.close()
+            flush_dirty()
+            return
+        streams = self.streams
+        for ev in events:
+            kind = type(ev)
+            if kind is DataReceived:
+                ex = streams.get(ev.stream_id)
+                if ex is None:
+                    self.h2.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                else:
+                    size = len(ev.data)
+                    ex.resp_data(ev.data, ev.flow_controlled_length - size)
+            elif kind is ResponseReceived:
+                ex = streams.get(ev.stream_id)
+                if ex is not None:
+                    ex.resp_headers(ev.headers, ev.stream_ended is not None)
+            elif kind is TrailersReceived:
+                ex = streams.get(ev.stream_id)
+                if ex is not None:
+                    ex.resp_finished(ev.headers)
+            elif kind is StreamEnded:
+                ex = streams.get(ev.stream_id)
+                if ex is not None:
+                    ex.resp_finished(None)
+            elif kind is WindowUpdated:
+                self._window_opened(ev.stream_id)
+            elif kind is StreamReset:
+                ex = streams.get(ev.stream_id)
+                if ex is not None:
+                    ex.up_reset(int(ev.error_code))
+            elif kind is RemoteSettingsChanged:
+                self._settings_changed(ev)
+            elif kind is ConnectionTerminated:
+                self._goaway(ev.last_stream_id, ev.error_code)
+            elif kind is InformationalResponseReceived:
+                pass  # 1xx are hop-local; the final response follows
+        mark_dirty(self)
+        flush_dirty()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.pool._forget(self)
+        reason = str(exc) if exc else "closed by peer"
+        self._fail_all(f"upstream {self.label}: connection lost: {reason}")
+        flush_dirty()
+
+    # -- internals -------------------------------------------------------------------
+
+    def flush(self) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        data = self.h2.data_to_send()
+        if data and not transport.is_closing():
+            transport.write(data)
+
+    def _window_opened(self, sid: int) -> None:
+        if sid:
+            ex = self.streams.get(sid)
+            if ex is not None and ex.req_buf is not None:
+                ex.drain_req()
+            return
+        for ex in list(self.streams.values()):
+            if ex.req_buf is not None:
+                ex.drain_req()
+
+    def _settings_changed(self, ev: Any) -> None:
+        limit = self.h2.remote_settings.max_concurrent_streams
+        self.max_streams = limit if limit < 1 << 20 else 1 << 20
+        self._window_opened(0)
+
+    def _goaway(self, last_stream_id: int, error_code: Any) -> None:
+        self.going_away = True
+        self.pool._forget(self)
+        for sid, ex in list(self.streams.items()):
+            if sid > last_stream_id:
+                self.streams.pop(sid, None)
+                ex.up_reset(_REFUSED)
+        if not self.streams:
+            self.close()
+
+    def _fail_all(self, message: str) -> None:
+        self.closed = True
+        self.pool._forget(self)
+        exchanges = [*self.waiting, *self.streams.values()]
+        self.waiting = []
+        self.streams = {}
+        for ex in exchanges:
+            ex.up_failed(message)
+
+    def close(self) -> None:
+        self.closed = True
+        self.pool._forget(self)
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            self.h2.close_connection()
+            self.flush()
+            transport.close()
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "streams": len(self.streams),
+            "waiting": len(self.waiting),
+            "max_streams": self.max_streams,
+            "going_away": self.going_away,
+            "connected": self.transport is not None and not self.closed,
+        }
+
+
+class UpstreamPool:
+    """Upstream connections by address, shared by every listener of a sidecar."""
+
+    def __init__(self, *, metrics: Any = None) -> None:
+        self.metrics = metrics
+        self._by_address: dict[tuple[str, int], list[UpstreamConnection]] = {}
+        self._all: set[UpstreamConnection] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def open(self, ex: Exchange, address: tuple[str, int]) -> None:
+        """Put `ex` on a connection to `address` with room for one more stream."""
+        conns = self._by_address.get(address)
+        if conns:
+            for conn in reversed(conns):
+                if conn.has_capacity():
+                    conn.open(ex)
+                    return
+        else:
+            conns = self._by_address[address] = []
+        conn = UpstreamConnection(self, address)
+        conns.append(conn)
+        self._all.add(conn)
+        conn.open(ex)
+        task = asyncio.get_running_loop().create_task(conn.connect())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _forget(self, conn: UpstreamConnection) -> None:
+        """Take `conn` out of rotation (it still finishes its streams)."""
+        conns = self._by_address.get(conn.address)
+        if conns and conn in conns:
+            conns.remove(conn)
+            if not conns:
+                del self._by_address[conn.address]
+        if conn.closed and not conn.streams:
+            self._all.discard(conn)
+
+    def stats(self) -> dict[str, Any]:
+        """Connections and streams per upstream address, for the admin page."""
+        out: dict[str, Any] = {}
+        for conn in self._all:
+            out.setdefault(conn.label, []).append(conn.stats())
+        return out
+
+    async def close(self) -> None:
+        """Close every connection now (streams still open are answered UNAVAILABLE)."""
+        for task in list(self._tasks):
+            task.cancel()
+        for conn in list(self._all):
+            conn._fail_all(f"upstream {conn.label}: connection pool closed")
+            conn.close()
+        flush_dirty()
+        self._all.clear()
+        self._by_address.clear()
+        await asyncio.sleep(0)
