@@ -76,6 +76,8 @@ def render_results(report: dict[str, Any], server: str = "echo") -> str:
         )
     for name, reason in report.get("skipped", {}).items():
         lines.append(f"\nSkipped {name}: {reason.splitlines()[0]}")
+    for note in report.get("notes", []):
+        lines.append(f"\nNote: {note.splitlines()[0]}")
     return "\n".join(lines)
 
 

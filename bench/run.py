@@ -28,7 +28,14 @@ from bench.markdown import MarkerError, render_results, replace_results
 from bench.procstat import cpu_seconds, memory
 from bench.push import PushResult, measure_push
 from bench.report import LoadRun, aggregate, evaluate_targets, format_table
-from bench.stacks import BenchPath, SkeinMesh, start_echo, start_envoy_pair, start_skein
+from bench.stacks import (
+    BenchPath,
+    SkeinMesh,
+    start_bare_relays,
+    start_echo,
+    start_envoy_pair,
+    start_skein,
+)
 from bench.stats import percentile
 from skein.launch import Daemon, ProcessGroup
 
@@ -138,7 +145,7 @@ def _load(path: BenchPath, load: Load, body: str, work: str, server: Daemon) -> 
 
 
 def _start_paths(
-    group: ProcessGroup, work: str, skipped: dict[str, str]
+    group: ProcessGroup, work: str, skipped: dict[str, str], notes: list[str]
 ) -> tuple[Daemon, list[BenchPath], SkeinMesh | None]:
     server, direct = start_echo(group)
     paths = [direct]
@@ -151,8 +158,18 @@ def _start_paths(
         tails = "".join(
             _log_tail(d) for d in group.daemons if d.name.startswith(("control", "side"))
         )
-        skipped["skein-hop"] = skipped["skein-pair"] = f"{type(err).__name__}: {err}"
-        print(f"  Skein paths skipped: {err}{tails}", file=sys.stderr, flush=True)
+        print(f"  Skein sidecars did not start: {err}{tails}", file=sys.stderr, flush=True)
+        reason = f"{type(err).__name__}: {err}"
+        skipped["push"] = f"no control daemon ({reason})"
+        _stop_named(group, ("control", "sidecar"))
+        try:
+            paths += start_bare_relays(group, direct.target)
+            notes.append(
+                "skein-hop and skein-pair ran on bare transport listeners with a static "
+                f"dispatcher (bench.relay), since the sidecars did not start: {reason}"
+            )
+        except Exception as relay_err:
+            skipped["skein-hop"] = skipped["skein-pair"] = f"{reason}; fallback: {relay_err}"
     print("starting Envoy pair ...", flush=True)
     try:
         paths.append(start_envoy_pair(group, work, direct.target))
@@ -161,6 +178,13 @@ def _start_paths(
         skipped["envoy-pair"] = f"{type(err).__name__}: {err}"
         print(f"  Envoy pair skipped: {err}{tails}", file=sys.stderr, flush=True)
     return server, paths, mesh
+
+
+def _stop_named(group: ProcessGroup, prefixes: tuple[str, ...]) -> None:
+    """Stop (by PID) the daemons of a stack that failed half-way."""
+    for daemon in group.daemons:
+        if daemon.name.startswith(prefixes):
+            daemon.stop()
 
 
 def _push(mesh: SkeinMesh | None, settings: Settings, skipped: dict[str, str]) -> PushResult | None:
@@ -198,6 +222,7 @@ def _push_json(push: PushResult | None) -> dict[str, Any] | None:
 def measure(settings: Settings) -> dict[str, Any]:
     find_h2load()
     skipped: dict[str, str] = {}
+    notes: list[str] = []
     runs: list[LoadRun] = []
     peaks: dict[str, float] = {}
     push: PushResult | None = None
@@ -208,7 +233,7 @@ def measure(settings: Settings) -> dict[str, Any]:
     ):
         mesh: SkeinMesh | None = None
         try:
-            server, paths, mesh = _start_paths(group, work, skipped)
+            server, paths, mesh = _start_paths(group, work, skipped, notes)
             body = os.path.join(work, "request.bin")
             with open(body, "wb") as handle:
                 handle.write(grpc_frame(payload(settings.size)))
@@ -264,6 +289,7 @@ def measure(settings: Settings) -> dict[str, Any]:
         "push": push_json,
         "targets": [t.to_json() for t in targets],
         "skipped": skipped,
+        "notes": [note.replace(work, "<workdir>") for note in notes],
     }
 
 
@@ -284,6 +310,8 @@ def _print(report: dict[str, Any]) -> None:
         print(f"  {t['name']:<40} {t['goal']:<10} {value:>14}  {state}")
     for name, reason in report["skipped"].items():
         print(f"skipped {name}: {reason}")
+    for note in report["notes"]:
+        print(f"note: {note}")
     print(f"\n{report['duration_s']} s on {report['machine']['cores']} cores")
 
 

@@ -128,3 +128,25 @@ def start_skein(group: ProcessGroup, app: str, workdir: str) -> SkeinMesh:
         etcd.stop()
         raise
     return SkeinMesh(etcd, control, hop, pair)
+
+
+def start_bare_relays(group: ProcessGroup, app: str) -> tuple[BenchPath, BenchPath]:
+    """Fallback for the Skein paths: bare transport listeners (bench.relay), no control plane."""
+    b_listen, a_listen = _addr(), _addr()
+    relay_b = group.start(
+        "relay-b", [sys.executable, "-m", "bench.relay", "--listen", b_listen, "--upstream", app]
+    )
+    relay_a = group.start(
+        "relay-a",
+        [sys.executable, "-m", "bench.relay", "--listen", a_listen, "--upstream", b_listen],
+    )
+    hop = BenchPath("skein-hop", b_listen, [relay_b], "client → bare transport → echo server")
+    pair = BenchPath(
+        "skein-pair",
+        a_listen,
+        [relay_a, relay_b],
+        "client → bare transport → bare transport → echo server",
+    )
+    check_echo(hop.target)
+    check_echo(pair.target)
+    return hop, pair
