@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
+import os
+import subprocess
 import threading
 import time
 import uuid
@@ -20,7 +22,8 @@ from typing import Any
 
 import grpc
 
-from skein.launch import Daemon, ProcessGroup, free_port
+from skein.launch import Daemon, ProcessGroup, free_port, skein_argv
+from skein.localetcd import find_etcd
 from skein.v1 import operator_pb2, operator_pb2_grpc, resources_pb2
 
 SERVICE = "test.Echo"
@@ -238,3 +241,35 @@ def start_mesh(
     client.wait_ready(20)
     wait_for(lambda: endpoints_of(client, "echo") == ["echo-1"], 10, "echo-1 at sidecar A")
     return Mesh(procs, control, app, echo, client, upstream, prefix)
+
+
+def etcd_put(etcd: str, key: str, value: str) -> None:
+    """Write straight into etcd, bypassing the operator API's validation."""
+    etcdctl = os.path.join(os.path.dirname(find_etcd()), "etcdctl")
+    subprocess.run(
+        [etcdctl, "--endpoints", f"http://{etcd}", "put", key, value],
+        check=True,
+        capture_output=True,
+        timeout=10,
+        env={**os.environ, "ETCDCTL_API": "3"},
+    )
+
+
+def config_dump(daemon: Daemon) -> dict[str, Any]:
+    dump = get_json(daemon, "/config_dump")
+    assert dump is not None, f"{daemon.name}: /config_dump unavailable"
+    return dict(dump)
+
+
+def restart_control_at(
+    procs: ProcessGroup, name: str, etcd: str, prefix: str, listen: str, *extra: str
+) -> Daemon:
+    """A new control replica on a given listen address (a restarted control)."""
+    admin = f"127.0.0.1:{free_port()}"
+    argv = skein_argv(
+        "control", "--etcd", etcd, "--listen", listen, "--admin", admin, "--prefix", prefix, *extra
+    )
+    daemon = procs.start(name, argv, admin=admin)
+    daemon.addresses["listen"] = listen
+    daemon.wait_ready(20)
+    return daemon
