@@ -12,7 +12,6 @@ Invariants:
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -58,30 +57,14 @@ class OperatorCallError(SkeinError):
         super().__init__(f"control at {address}: {code.name}: {message}")
 
 
-class _NotConnectedError(Exception):
-    pass
-
-
-def _connect(channel: grpc.Channel, timeout: float) -> grpc.ChannelConnectivity:
-    """Connect and return READY, or the first TRANSIENT_FAILURE, or the state at `timeout`.
-
-    Stopping at the first failure (instead of waiting out gRPC's reconnect
-    backoff) lets an unreachable replica fail over, or be reported, at once.
-    """
-    done = threading.Event()
-    seen: list[grpc.ChannelConnectivity] = []
-
-    def watch(state: grpc.ChannelConnectivity) -> None:
-        seen.append(state)
-        if state in (grpc.ChannelConnectivity.READY, grpc.ChannelConnectivity.TRANSIENT_FAILURE):
-            done.set()
-
-    channel.subscribe(watch, try_to_connect=True)
-    try:
-        done.wait(timeout)
-    finally:
-        channel.unsubscribe(watch)
-    return seen[-1] if seen else grpc.ChannelConnectivity.IDLE
+def _reason(err: grpc.RpcError) -> str:
+    """A short reason for a replica that could not serve."""
+    details: str = err.details() or ""
+    if "Connection refused" in details:
+        return "connection refused (nothing listening there)"
+    if "failed to connect" in details or "Deadline" in details:
+        return f"no connection: {details}"
+    return f"{err.code().name}: {details}"
 
 
 class OperatorClient:
@@ -109,18 +92,16 @@ class OperatorClient:
     def _stub(self, target: str) -> operator_pb2_grpc.OperatorStub:
         channel = self._channels.get(target)
         if channel is None:
-            # One connection per replica and no transparent retries across the
-            # list: fail-over is ours, so a dead replica must fail fast.
-            channel = grpc.insecure_channel(target, options=[("grpc.enable_retries", 0)])
+            # No transparent retries and a short connect timeout: fail-over
+            # across the list is ours, so a dead replica must fail fast.
+            backoff = int(self._connect_timeout * 1000)
+            options = [
+                ("grpc.enable_retries", 0),
+                ("grpc.min_reconnect_backoff_ms", backoff),
+                ("grpc.initial_reconnect_backoff_ms", backoff),
+            ]
+            channel = grpc.insecure_channel(target, options=options)
             self._channels[target] = channel
-        state = _connect(channel, self._connect_timeout)
-        if state is not grpc.ChannelConnectivity.READY:
-            why = (
-                "connection failed (nothing listening, or the host is unreachable)"
-                if state is grpc.ChannelConnectivity.TRANSIENT_FAILURE
-                else f"no connection within {self._connect_timeout:g}s"
-            )
-            raise _NotConnectedError(why)
         return operator_pb2_grpc.OperatorStub(channel)
 
     def _call(self, invoke: Callable[[operator_pb2_grpc.OperatorStub, float], T]) -> T:
@@ -129,18 +110,14 @@ class OperatorClient:
         for step in range(count):
             index = (self._preferred + step) % count
             target = self._targets[index]
-            try:
-                stub = self._stub(target)
-            except _NotConnectedError as err:
-                failures.append((target, str(err)))
-                continue
+            stub = self._stub(target)
             try:
                 result = invoke(stub, self._call_timeout)
             except grpc.RpcError as err:
                 code: grpc.StatusCode = err.code()
                 message: str = err.details() or ""
                 if code in _FAILOVER:
-                    failures.append((target, f"{code.name}: {message}"))
+                    failures.append((target, _reason(err)))
                     continue
                 raise OperatorCallError(target, code, message) from None
             self._preferred = index
