@@ -14,6 +14,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+import structlog
 from h2.errors import ErrorCodes
 from h2.events import (
     ConnectionTerminated,
@@ -25,7 +26,7 @@ from h2.events import (
     TrailersReceived,
     WindowUpdated,
 )
-from h2.exceptions import ProtocolError
+from h2.exceptions import ProtocolError, StreamClosedError
 from hyperframe.frame import GoAwayFrame
 
 from sidecar.transport.dispatch import StreamStarter
@@ -44,6 +45,8 @@ from sidecar.transport.headers import (
 )
 
 __all__ = ["H2Downstream"]
+
+_log = structlog.get_logger("sidecar.transport")
 
 _NO_ERROR = int(ErrorCodes.NO_ERROR)
 _REFUSED = int(ErrorCodes.REFUSED_STREAM)
@@ -78,6 +81,16 @@ class H2Downstream(asyncio.Protocol):
             self._abort()
             flush_dirty()
             return
+        try:
+            self._handle(events)
+        except Exception as exc:  # a bug must cost this connection, never the listener
+            _log.warning("downstream_connection_failed", error=repr(exc), exc_info=True)
+            h2.close_connection(ErrorCodes.INTERNAL_ERROR)
+            self._abort()
+        flush_dirty()
+
+    def _handle(self, events: list[Any]) -> None:
+        h2 = self.h2
         streams = self.streams
         for ev in events:
             kind = type(ev)
@@ -110,7 +123,6 @@ class H2Downstream(asyncio.Protocol):
                 self.draining = True
                 self._maybe_close()
         mark_dirty(self)
-        flush_dirty()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -159,17 +171,31 @@ class H2Downstream(asyncio.Protocol):
 
     # -- Exchange's Downstream interface --------------------------------------------
 
+    # h2 may have closed a stream under us within the same batch (for example,
+    # it answered a protocol violation with RST_STREAM): such a send raises
+    # StreamClosedError, and the exchange is then over.
+
     def d_headers(self, ex: Exchange, headers: list[Header], end: bool) -> None:
-        self.h2.send_headers(ex.down_sid, headers, end_stream=end)
         mark_dirty(self)
+        try:
+            self.h2.send_headers(ex.down_sid, headers, end_stream=end)
+        except StreamClosedError:
+            ex.finish(False)
 
     def d_data(self, ex: Exchange, data: bytes, end: bool) -> int:
         mark_dirty(self)
-        return send_flow_controlled(self.h2, ex.down_sid, data, end)
+        try:
+            return send_flow_controlled(self.h2, ex.down_sid, data, end)
+        except StreamClosedError:
+            ex.finish(False)
+            return len(data)
 
     def d_trailers(self, ex: Exchange, headers: list[Header]) -> None:
-        self.h2.send_headers(ex.down_sid, headers, end_stream=True)
         mark_dirty(self)
+        try:
+            self.h2.send_headers(ex.down_sid, headers, end_stream=True)
+        except StreamClosedError:
+            ex.finish(False)
 
     def d_reset(self, ex: Exchange, code: int) -> None:
         stream = self.h2.streams.get(ex.down_sid)
@@ -182,15 +208,18 @@ class H2Downstream(asyncio.Protocol):
         mark_dirty(self)
 
     def d_error(self, ex: Exchange, grpc_status: int, http_status: int, message: str) -> None:
-        if ex.is_grpc:
-            self.h2.send_headers(
-                ex.down_sid, grpc_error_headers(grpc_status, message), end_stream=True
-            )
-        else:
-            headers, body = http_error_response(http_status, message)
-            self.h2.send_headers(ex.down_sid, headers)
-            send_flow_controlled(self.h2, ex.down_sid, body, True)
         mark_dirty(self)
+        try:
+            if ex.is_grpc:
+                self.h2.send_headers(
+                    ex.down_sid, grpc_error_headers(grpc_status, message), end_stream=True
+                )
+            else:
+                headers, body = http_error_response(http_status, message)
+                self.h2.send_headers(ex.down_sid, headers)
+                send_flow_controlled(self.h2, ex.down_sid, body, True)
+        except StreamClosedError:
+            pass
 
     def d_done(self, ex: Exchange) -> None:
         sid = ex.down_sid

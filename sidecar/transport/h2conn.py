@@ -26,7 +26,9 @@ from h2.config import H2Configuration
 from h2.connection import H2Connection
 from h2.errors import ErrorCodes
 from h2.events import ConnectionTerminated
+from h2.exceptions import DenialOfServiceError, ProtocolError
 from h2.settings import SettingCodes, Settings
+from hpack.exceptions import HPACKError
 
 __all__ = [
     "CONNECTION_WINDOW",
@@ -50,7 +52,17 @@ _DEFAULT_WINDOW = 65535
 
 
 class RelayH2Connection(H2Connection):  # type: ignore[misc]
-    """An H2Connection that keeps serving in-flight streams after a GOAWAY arrives."""
+    """An H2Connection that keeps serving in-flight streams after a GOAWAY arrives,
+    and reports undecodable header blocks as COMPRESSION_ERROR (RFC 7541 section 2.3.3;
+    h2 says PROTOCOL_ERROR)."""
+
+    def _receive_headers_frame(self, frame: Any) -> Any:
+        try:
+            return super()._receive_headers_frame(frame)
+        except ProtocolError as exc:
+            if isinstance(exc.__cause__, HPACKError) and not isinstance(exc, DenialOfServiceError):
+                exc.error_code = ErrorCodes.COMPRESSION_ERROR
+            raise
 
     def _receive_goaway_frame(self, frame: Any) -> tuple[list[Any], list[Any]]:
         event = ConnectionTerminated()

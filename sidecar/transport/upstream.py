@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 from typing import Any
 
+import structlog
 from h2.errors import ErrorCodes
 from h2.events import (
     ConnectionTerminated,
@@ -29,7 +30,7 @@ from h2.events import (
     TrailersReceived,
     WindowUpdated,
 )
-from h2.exceptions import ProtocolError
+from h2.exceptions import ProtocolError, StreamClosedError
 
 from sidecar.transport.exchange import Exchange
 from sidecar.transport.h2conn import (
@@ -42,6 +43,7 @@ from sidecar.transport.headers import Header
 
 __all__ = ["UpstreamConnection", "UpstreamPool"]
 
+_log = structlog.get_logger("sidecar.transport")
 CONNECT_TIMEOUT = 10.0
 # RFC 9113: no limit until the peer's SETTINGS say one; streams beyond a
 # lower advertised limit wait on the connection for a slot.
@@ -85,7 +87,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def _start(self, ex: Exchange) -> None:
         h2 = self.h2
-        if h2.open_outbound_streams >= self.max_streams:
+        if len(self.streams) >= self.max_streams:
             self.waiting.append(ex)
             return
         sid: int = h2.get_next_available_stream_id()
@@ -111,11 +113,15 @@ class UpstreamConnection(asyncio.Protocol):
 
     def u_data(self, ex: Exchange, data: bytes, end: bool) -> int:
         mark_dirty(self)
-        return send_flow_controlled(self.h2, ex.up_sid, data, end)
+        try:
+            return send_flow_controlled(self.h2, ex.up_sid, data, end)
+        except StreamClosedError:
+            return len(data)  # the upstream is done with this stream; drop what is left
 
     def u_trailers(self, ex: Exchange, headers: list[Header]) -> None:
-        self.h2.send_headers(ex.up_sid, headers, end_stream=True)
         mark_dirty(self)
+        with contextlib.suppress(StreamClosedError):
+            self.h2.send_headers(ex.up_sid, headers, end_stream=True)
 
     def u_ack(self, ex: Exchange, size: int) -> None:
         self.h2.acknowledge_received_data(size, ex.up_sid)
@@ -161,6 +167,15 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
             flush_dirty()
             return
+        try:
+            self._handle(events)
+        except Exception as exc:  # a bug must cost this connection, never the process
+            _log.warning("upstream_connection_failed", upstream=self.label, error=repr(exc))
+            self._fail_all(f"upstream {self.label}: proxy error: {exc!r}")
+            self.close()
+        flush_dirty()
+
+    def _handle(self, events: list[Any]) -> None:
         streams = self.streams
         for ev in events:
             kind = type(ev)
@@ -196,7 +211,6 @@ class UpstreamConnection(asyncio.Protocol):
             elif kind is InformationalResponseReceived:
                 pass  # 1xx are hop-local; the final response follows
         mark_dirty(self)
-        flush_dirty()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

@@ -241,6 +241,6 @@ def test_many_concurrent_calls_share_one_upstream_connection(app: EchoApp) -> No
             results = await asyncio.gather(*(unary(channel)(b"%d" % i) for i in range(200)))
             assert results == [b"%d" % i for i in range(200)]
             upstream = listener.stats()["upstream"]
-            assert len(upstream["127.0.0.1:%d" % app.port]) == 1
+            assert len(upstream[f"127.0.0.1:{app.port}"]) == 1
 
     run(scenario)

@@ -14,6 +14,7 @@ import uvloop
 from sidecar.transport.contract import NoRoute, Pick
 
 SERVICE = "test.Echo"
+DETAILS = b"\x08\x09\x00\xffdetails"  # an opaque grpc-status-details-bin value
 
 
 def run(scenario: Callable[[], Coroutine[Any, Any, None]], timeout: float = 30.0) -> None:
@@ -102,10 +103,15 @@ class EchoApp:
             await context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION,
                 "refused: état invalide 100%",
-                trailing_metadata=(*echoed, ("grpc-status-details-bin", b"\x08\x09\x00\xffdetails")),
+                trailing_metadata=(
+                    *echoed,
+                    ("grpc-status-details-bin", b"\x08\x09\x00\xffdetails"),
+                ),
             )
         await context.send_initial_metadata(echoed)
-        context.set_trailing_metadata((*echoed, ("x-trailer", "t1"), ("x-trailer-bin", b"\x00\x01")))
+        context.set_trailing_metadata(
+            (*echoed, ("x-trailer", "t1"), ("x-trailer-bin", b"\x00\x01"))
+        )
         return request
 
     async def _sleep(self, request: bytes, context: Any) -> bytes:
