@@ -1,0 +1,128 @@
+"""Header handling: request scan, HTTP/1.1 <-> HTTP/2 translation, synthetic answers."""
+
+from __future__ import annotations
+
+import urllib.parse
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sidecar.transport.headers import (
+    HeaderError,
+    grpc_error_headers,
+    grpc_status_of,
+    h1_request_to_h2,
+    h2_response_to_h1,
+    http_error_response,
+    percent_encode_grpc_message,
+    scan_request,
+    status_of,
+)
+
+
+def test_scan_request_finds_everything_in_one_pass() -> None:
+    headers = [
+        (b":method", b"POST"),
+        (b":path", b"/pkg.Svc/M"),
+        (b":authority", b"orders:9000"),
+        (b"content-type", b"application/grpc+proto"),
+        (b"grpc-timeout", b"1S"),
+    ]
+    head = scan_request(headers)
+    assert (head.authority, head.path, head.is_grpc, head.timeout_index) == (
+        b"orders:9000",
+        b"/pkg.Svc/M",
+        True,
+        4,
+    )
+
+
+def test_scan_request_falls_back_to_host_and_plain_http() -> None:
+    head = scan_request([(b":path", b"/"), (b"host", b"shop"), (b"content-type", b"text/html")])
+    assert (head.authority, head.is_grpc, head.timeout_index) == (b"shop", False, -1)
+
+
+@given(st.text())
+def test_grpc_message_encoding_round_trips(message: str) -> None:
+    encoded = percent_encode_grpc_message(message)
+    assert all(0x20 <= b < 0x7F for b in encoded)
+    assert urllib.parse.unquote_to_bytes(encoded).decode("utf-8", "surrogatepass") == message
+
+
+def test_grpc_error_headers_are_trailers_only() -> None:
+    headers = dict(grpc_error_headers(14, "no endpoints for 'orders' 100%"))
+    assert headers[b":status"] == b"200"
+    assert headers[b"grpc-status"] == b"14"
+    assert headers[b"grpc-message"] == b"no endpoints for 'orders' 100%25"
+
+
+def test_http_error_response() -> None:
+    headers, body = http_error_response(503, "down")
+    assert dict(headers)[b"content-length"] == b"5" and body == b"down\n"
+
+
+def test_status_helpers() -> None:
+    assert status_of([(b":status", b"404")]) == 404
+    assert status_of([]) == 0
+    assert grpc_status_of([(b"grpc-status", b"0")]) == 0
+    assert grpc_status_of([(b"grpc-status", b"x")]) == 2
+    assert grpc_status_of([]) == -1
+
+
+def test_h1_request_drops_hop_by_hop_and_connection_named_fields() -> None:
+    headers = h1_request_to_h2(
+        b"POST",
+        b"/a?b=1",
+        [
+            (b"Host", b"shop"),
+            (b"Connection", b"keep-alive, X-Secret"),
+            (b"X-Secret", b"1"),
+            (b"Keep-Alive", b"5"),
+            (b"Transfer-Encoding", b"chunked"),
+            (b"Upgrade", b"h2c"),
+            (b"TE", b"trailers"),
+            (b"Content-Type", b"application/json"),
+        ],
+    )
+    assert headers == [
+        (b":method", b"POST"),
+        (b":scheme", b"http"),
+        (b":authority", b"shop"),
+        (b":path", b"/a?b=1"),
+        (b"te", b"trailers"),
+        (b"content-type", b"application/json"),
+    ]
+
+
+def test_h1_absolute_form_target() -> None:
+    headers = dict(h1_request_to_h2(b"GET", b"http://api.local:8080/x", [(b"Host", b"other")]))
+    assert headers[b":authority"] == b"api.local:8080"
+    assert headers[b":path"] == b"/x"
+
+
+@pytest.mark.parametrize(
+    ("method", "target", "fields", "fragment"),
+    [
+        (b"GET", b"/", [], "without Host"),
+        (b"CONNECT", b"x:443", [(b"Host", b"x")], "CONNECT"),
+        (b"GET", b"relative", [(b"Host", b"x")], "origin-form"),
+    ],
+)
+def test_h1_request_errors(
+    method: bytes, target: bytes, fields: list[tuple[bytes, bytes]], fragment: str
+) -> None:
+    with pytest.raises(HeaderError, match=fragment):
+        h1_request_to_h2(method, target, fields)
+
+
+def test_h2_response_to_h1_chunked_and_length() -> None:
+    head, chunked = h2_response_to_h1(
+        [(b":status", b"200"), (b"x-a", b"1")], keep_alive=True, body_allowed=True
+    )
+    assert chunked and head == b"HTTP/1.1 200 OK\r\nx-a: 1\r\ntransfer-encoding: chunked\r\n\r\n"
+    head, chunked = h2_response_to_h1(
+        [(b":status", b"204"), (b"content-length", b"0")], keep_alive=False, body_allowed=True
+    )
+    assert not chunked
+    assert head == b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
