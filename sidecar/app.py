@@ -350,7 +350,11 @@ def main(args: argparse.Namespace) -> int:
         print(f"error: {problem}", file=sys.stderr)
         return 2
     try:
-        return run(serve(args))
+        code = run(serve(args))
+        # Shutdown is done; a repeated SIGTERM during interpreter teardown must not
+        # turn a clean exit into death by signal.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        return code
     except SystemExit as exc:
         if isinstance(exc.code, str):
             print(exc.code, file=sys.stderr)

@@ -173,7 +173,7 @@ def apply(control: Daemon, *resources: resources_pb2.Resource) -> int:
         return int(response.version)
 
 
-def traffic_policy(service: str, algorithm: int, timeout_s: float | None = None) -> Any:
+def traffic_policy(service: str, algorithm: Any, timeout_s: float | None = None) -> Any:
     spec = resources_pb2.TrafficPolicySpec(
         service=service, load_balancer=resources_pb2.LoadBalancer(algorithm=algorithm)
     )

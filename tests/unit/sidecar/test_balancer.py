@@ -44,9 +44,9 @@ def test_p2c_never_picks_the_more_loaded_of_its_two_choices(loads: list[int], se
         i, j = twin.draw()
         assert i != j
         before = [s.in_flight for s in slots]
-        slot = balancer.acquire()
-        assert slot is not None
-        chosen = slots.index(slot)
+        picked = balancer.acquire()
+        assert picked is not None
+        chosen = slots.index(picked)
         assert chosen in (i, j)
         other = j if chosen == i else i
         assert before[chosen] <= before[other]

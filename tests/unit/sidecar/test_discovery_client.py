@@ -35,7 +35,7 @@ def snapshot(*addresses: str, cluster: str = "orders") -> discovery_pb2.Snapshot
     )
 
 
-class ScriptedControl(discovery_pb2_grpc.DiscoveryServicer):
+class ScriptedControl(discovery_pb2_grpc.DiscoveryServicer):  # type: ignore[misc]
     """Sends `responses` in order on every stream, recording each request it gets."""
 
     def __init__(self, responses: list[discovery_pb2.DiscoveryResponse]) -> None:
@@ -89,7 +89,7 @@ def make_client(
 
 
 def run(coro_fn: Callable[[], Awaitable[None]]) -> None:
-    asyncio.run(asyncio.wait_for(coro_fn(), 20))  # type: ignore[arg-type]
+    asyncio.run(asyncio.wait_for(coro_fn(), 20))
 
 
 def test_ack_apply_and_cache(tmp_path: Any) -> None:
