@@ -89,3 +89,19 @@ def test_clean_stop_deregisters_at_once(mesh: Mesh, second_app: EchoApp) -> None
     assert time.monotonic() - stopped < 2
     assert sidecar.proc is not None
     assert sidecar.proc.wait(10) == 0  # drained and exited cleanly
+
+
+def test_expired_lease_is_registered_again(mesh: Mesh, second_app: EchoApp) -> None:
+    sidecar = _add_echo_instance(mesh, second_app, "echo-5")
+    sidecar.signal(signal.SIGSTOP)  # frozen: renewals stop, the lease expires
+    try:
+        wait_for(
+            lambda: "echo-5" not in endpoints_of(mesh.client, "echo"),
+            LEASE_TTL + 3,
+            "echo-5's lease to expire",
+        )
+    finally:
+        sidecar.signal(signal.SIGCONT)
+    # Renew answers NOT_FOUND; the sidecar registers again on its own
+    wait_for(lambda: "echo-5" in endpoints_of(mesh.client, "echo"), 5, "echo-5 to come back")
+    sidecar.stop()
