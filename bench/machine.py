@@ -8,7 +8,7 @@ import platform
 import subprocess
 from typing import Any
 
-__all__ = ["describe_machine", "tool_version"]
+__all__ = ["describe_machine", "load_average", "tool_version"]
 
 
 def _cpu_model() -> str:
@@ -42,8 +42,17 @@ def tool_version(argv: list[str]) -> str:
     for line in (done.stdout + done.stderr).splitlines():
         if line.strip():
             # Name the tool, not where it is installed on this machine.
-            return line.replace(argv[0], os.path.basename(argv[0])).strip()
+            named = line.replace(argv[0], os.path.basename(argv[0]))
+            return " ".join(named.split())
     return "unknown"
+
+
+def load_average() -> float | None:
+    """1-minute load average: how busy the shared machine was around the run."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
 
 
 def describe_machine() -> dict[str, Any]:

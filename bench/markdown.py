@@ -40,7 +40,9 @@ def render_results(report: dict[str, Any], server: str = "echo") -> str:
     lines = [
         f"Measured {machine['date']} on {machine['cores']} cores ({machine['cpu']}), "
         f"{machine['memory_gib']} GiB, {machine['kernel']}, Python {machine['python']}; "
-        f"{report['tools']['envoy']}; {report['tools']['h2load']}.",
+        f"{report['tools']['envoy']}; {report['tools']['h2load']}. "
+        f"1-minute load average before/after the run: {_num(machine.get('load_before'), '.1f')}"
+        f" / {_num(machine.get('load_after'), '.1f')}.",
         f"{settings['rounds']} interleaved rounds; per round "
         f"{settings['c1']['requests']} requests at c=1 and {settings['c64']['requests']} at "
         f"c=64 (`-c {settings['c64']['clients']} -m {settings['c64']['streams']}`); "

@@ -23,7 +23,7 @@ from typing import Any
 from bench import envoy as envoy_mod
 from bench.grpcframe import ECHO_METHOD, grpc_frame, payload
 from bench.h2load import H2loadError, find_h2load, run_h2load
-from bench.machine import describe_machine, tool_version
+from bench.machine import describe_machine, load_average, tool_version
 from bench.markdown import MarkerError, render_results, replace_results
 from bench.procstat import cpu_seconds, memory
 from bench.push import PushResult, measure_push
@@ -227,6 +227,7 @@ def measure(settings: Settings) -> dict[str, Any]:
     peaks: dict[str, float] = {}
     push: PushResult | None = None
     started = time.monotonic()
+    load_before = load_average()
     with (
         tempfile.TemporaryDirectory(prefix="skein-bench-") as work,
         ProcessGroup(log_dir=work) as group,
@@ -274,7 +275,7 @@ def measure(settings: Settings) -> dict[str, Any]:
     except envoy_mod.EnvoyMissing as err:
         envoy_version = str(err)
     return {
-        "machine": describe_machine(),
+        "machine": {**describe_machine(), "load_before": load_before, "load_after": load_average()},
         "tools": {"h2load": tool_version([find_h2load(), "--version"]), "envoy": envoy_version},
         "settings": {
             "rounds": settings.rounds,
