@@ -80,13 +80,8 @@ class Shop:
         self.etcd.start()
         say(f"etcd        {self.etcd.endpoint}")
         control = self.procs.control("control", self.etcd.endpoint)
-        control.wait_ready(timeout=20.0)
         self.control = control.addresses["listen"]
-        say(f"control     {self.control}")
-        code = cli.main(["apply", "-f", MANIFESTS, "--control", self.control])
-        if code != 0:
-            raise RuntimeError(f"skein apply failed with exit code {code}")
-
+        # Start the apps while the control daemon boots; they need nothing from it.
         apps: list[tuple[str, Daemon, str, list[str]]] = []
         for service, count in INSTANCES.items():
             for i in range(1, count + 1):
@@ -100,6 +95,13 @@ class Shop:
                     instance, [sys.executable, "-m", "examples.shop.server", *argv]
                 )
                 apps.append((instance, daemon, app, extra))
+        control.wait_ready(timeout=20.0)
+        say(f"control     {self.control}")
+        code = cli.main(["apply", "-f", MANIFESTS, "--control", self.control])
+        if code != 0:
+            raise RuntimeError(f"skein apply failed with exit code {code}")
+        # A sidecar registers its instance as soon as it starts: wait until the
+        # app behind it serves, so no caller is sent to an app still booting.
         for instance, daemon, app, _ in apps:
             _wait_serving(instance, daemon, app, deadline)
 
@@ -146,19 +148,27 @@ class Shop:
         )
 
     def _wait_synced(self, expected: int, deadline: float) -> None:
-        """Every sidecar connected and synced to the store's current revision."""
+        """Every instance registered, and every sidecar synced to the newest registration.
+
+        An Endpoint's version is the store revision that wrote it, so a sidecar
+        synced to the newest one has seen every instance (what `skein wait`
+        checks after an apply).
+        """
         with OperatorClient(parse_hostport_list(self.control)) as client:
             while True:
-                status = client.status()
-                if len(status.sidecars) >= expected:
+                endpoints = client.get("Endpoint").resources
+                connected = len(client.status().sidecars)
+                if len(endpoints) >= expected and connected >= expected:
+                    newest = max(r.endpoint.metadata.version for r in endpoints)
                     left = cli.wait_for_version(
-                        client.status, status.revision, max(0.0, deadline - time.monotonic())
+                        client.status, newest, max(0.0, deadline - time.monotonic())
                     )
                     if not left:
                         return
                 if time.monotonic() > deadline:
                     raise TimeoutError(
-                        f"{len(status.sidecars)}/{expected} sidecars connected and synced"
+                        f"mesh not converged: {len(endpoints)}/{expected} instances registered, "
+                        f"{connected}/{expected} sidecars connected"
                     )
                 time.sleep(0.1)
 
