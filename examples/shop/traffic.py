@@ -71,11 +71,17 @@ class Gateway:
             self.recorder.record("inventory", order.inventory_ms, True)
             self.recorder.record("payments", order.payments_ms, True)
 
-    async def _timed(self, service: str, call: Callable[[], Awaitable[None]]) -> None:
+    async def _timed(
+        self, service: str, call: Callable[[], Awaitable[None]], stop: asyncio.Event
+    ) -> None:
         started = time.perf_counter()
         try:
             await call()
         except grpc.aio.AioRpcError as err:
+            if stop.is_set():
+                # Ctrl-C reaches the whole terminal process group, so the
+                # mesh may be going down under calls still in flight.
+                return
             message = f"{err.code().name}: {err.details()}"
             self.recorder.record(service, 0.0, False, message)
             # orders names the upstream that failed it ("inventory: ...").
@@ -122,7 +128,7 @@ class Gateway:
             next_at = time.monotonic()
             while not stop.is_set():
                 service, call = next(steps)
-                await self._timed(service, call)
+                await self._timed(service, call, stop)
                 next_at += interval
                 delay = next_at - time.monotonic()
                 if delay > 0:
