@@ -241,18 +241,30 @@ def cmd_apply(args: argparse.Namespace) -> int:
     return 0
 
 
+def _kind(text: str) -> str:
+    """Canonical kind for user input (`svc` -> Service), checked before any call."""
+    from skein.config import parse_kind
+
+    try:
+        return parse_kind(text, field="KIND")
+    except ConfigError as err:
+        raise UsageError(str(err)) from None
+
+
 def cmd_get(args: argparse.Namespace) -> int:
     _, to_manifest = _manifest_helpers()
+    kind = _kind(args.kind)
     with _client(args) as client:
-        response = client.get(args.kind, args.name or "")
+        response = client.get(kind, args.name or "")
     print(format_resources(response.resources, args.output, to_manifest))
     return 0
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
+    kind = _kind(args.kind)
     with _client(args) as client:
-        response = client.delete(args.kind, args.name)
-    print(f"{args.kind.lower()}/{args.name} deleted")
+        response = client.delete(kind, args.name)
+    print(f"{kind.lower()}/{args.name} deleted")
     print(f"version {response.version}")
     return 0
 

@@ -133,7 +133,7 @@ def test_dry_run_stores_nothing(skein: Skein, tmp_path: pathlib.Path) -> None:
 
 def test_delete(skein: Skein, tmp_path: pathlib.Path) -> None:
     assert skein("apply", "-f", manifest(tmp_path, "x.yaml", svc("del-a", 1)))[0] == 0
-    code, out, _ = skein("delete", "service", "del-a")
+    code, out, _ = skein("delete", "svc", "del-a")
     assert code == 0 and out.startswith("service/del-a deleted")
     assert skein("get", "service", "del-a")[0] == cli.EXIT_FAILURE
     code, _, err = skein("delete", "service", "del-a")

@@ -164,3 +164,12 @@ def test_help_lists_every_command() -> None:
     )
     for command in ("control", "sidecar", "apply", "get", "delete", "status", "wait", "demo"):
         assert command in result.stdout
+
+
+@pytest.mark.parametrize("argv", [["get", "gadgets"], ["delete", "widget", "x"]])
+def test_unknown_kind_is_caught_before_any_call(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run([*argv, "--control", dead_control()], capsys)
+    assert code == cli.EXIT_USAGE
+    assert "KIND: unknown kind" in err and "Service (svc)" in err
