@@ -121,6 +121,14 @@ def test_burst_coalesces_and_bad_stored_value_is_nacked(
         stream.ack(resp)
         pushes.append(resp)
 
+        async def acked_last() -> bool:
+            return any(
+                s.acked_version == resp.version_info for s in (await control.status()).sidecars
+            )
+
+        # An ACK that arrives after the next push would carry a stale nonce (ignored).
+        await eventually(acked_last)
+
         # A value that bypassed Apply: pushed as stored, the sidecar's validation NACKs it.
         bad = policy("orders", -1).traffic_policy
         await store.put(
