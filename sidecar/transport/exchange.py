@@ -126,12 +126,12 @@ class Exchange:
     def request_headers(self, now: float) -> list[Header]:
         """The block to send upstream, `grpc-timeout` set to what remains at `now`."""
         headers = self.headers
-        if self.deadline:
+        if self.deadline and self.timeout_index >= 0:
+            # Only a caller's own grpc-timeout is rewritten; none is added for a
+            # policy timeout (as Envoy): the proxy enforces that one itself, and a
+            # grpc server pays a timer per call for every deadline it is given.
             value = format_grpc_timeout(self.deadline - now)
-            if self.timeout_index >= 0:
-                headers[self.timeout_index] = (b"grpc-timeout", value)
-            elif self.is_grpc:
-                headers.append((b"grpc-timeout", value))
+            headers[self.timeout_index] = (b"grpc-timeout", value)
         return headers
 
     def started(self, up: Upstream, sid: int) -> None:
