@@ -4,6 +4,8 @@ Invariants:
 - one Exchange per request stream, keyed by its downstream stream id;
 - protocol errors from the client end the connection with the GOAWAY h2
   chose (RFC 9113 section 5.4.1), and every exchange on it is cancelled;
+- a malformed request or trailer block (checked by `scan_request`, cheaper
+  than h2's own validation) resets only its stream with PROTOCOL_ERROR;
 - graceful shutdown sends GOAWAY(last seen stream id), refuses later streams
   with REFUSED_STREAM and closes once the in-flight streams are done.
 """
@@ -42,6 +44,7 @@ from sidecar.transport.headers import (
     grpc_error_headers,
     http_error_response,
     scan_request,
+    trailers_error,
 )
 
 __all__ = ["H2Downstream"]
@@ -50,6 +53,7 @@ _log = structlog.get_logger("sidecar.transport")
 
 _NO_ERROR = int(ErrorCodes.NO_ERROR)
 _REFUSED = int(ErrorCodes.REFUSED_STREAM)
+_PROTOCOL_ERROR = int(ErrorCodes.PROTOCOL_ERROR)
 
 
 class H2Downstream(asyncio.Protocol):
@@ -115,7 +119,11 @@ class H2Downstream(asyncio.Protocol):
                     ex.down_reset()
             elif kind is TrailersReceived:
                 ex = streams.get(ev.stream_id)
-                if ex is not None:
+                if trailers_error(ev.headers):
+                    self.d_reset_sid(ev.stream_id, _PROTOCOL_ERROR)
+                    if ex is not None:
+                        ex.down_reset()
+                elif ex is not None:
                     ex.req_finished(ev.headers)
             elif kind is RemoteSettingsChanged:
                 self._window_opened(0)
@@ -148,6 +156,10 @@ class H2Downstream(asyncio.Protocol):
         self.requests += 1
         headers = ev.headers
         head = scan_request(headers)
+        if head.error:
+            # RFC 9113 8.1.1: a malformed request is a stream error of type PROTOCOL_ERROR.
+            self.h2.reset_stream(sid, _PROTOCOL_ERROR)
+            return
         ex = Exchange(
             self,
             sid,
@@ -198,9 +210,13 @@ class H2Downstream(asyncio.Protocol):
             ex.finish(False)
 
     def d_reset(self, ex: Exchange, code: int) -> None:
-        stream = self.h2.streams.get(ex.down_sid)
+        self.d_reset_sid(ex.down_sid, code)
+
+    def d_reset_sid(self, sid: int, code: int) -> None:
+        """RST_STREAM `sid` unless it is closed already."""
+        stream = self.h2.streams.get(sid)
         if stream is not None and not stream.closed:
-            self.h2.reset_stream(ex.down_sid, code)
+            self.h2.reset_stream(sid, code)
             mark_dirty(self)
 
     def d_ack(self, ex: Exchange, size: int) -> None:

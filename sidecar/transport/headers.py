@@ -12,6 +12,7 @@ Invariants:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from http import HTTPStatus
 
@@ -28,6 +29,7 @@ __all__ = [
     "percent_encode_grpc_message",
     "scan_request",
     "status_of",
+    "trailers_error",
 ]
 
 Header = tuple[bytes, bytes]
@@ -57,35 +59,96 @@ class HeaderError(ValueError):
 
 
 class RequestHead:
-    """What the relay needs from a request's header block, found in one pass."""
+    """What the relay needs from a request's header block, found in one pass.
 
-    __slots__ = ("authority", "is_grpc", "path", "timeout_index")
+    `error` is empty for a well-formed block, else why it is malformed (RFC 9113
+    8.2/8.3): the stream must then be reset with PROTOCOL_ERROR.
+    """
+
+    __slots__ = ("authority", "error", "is_grpc", "path", "timeout_index")
 
     def __init__(self) -> None:
         self.authority = b""
         self.path = b""
         self.is_grpc = False
         self.timeout_index = -1
+        self.error = ""
 
 
-def scan_request(headers: Sequence[Header]) -> RequestHead:
-    """One pass over a request block: `:authority`/`host`, `:path`, gRPC-ness, `grpc-timeout`."""
+# RFC 9110 5.1 token characters, lowercase only (RFC 9113 8.2.1).
+_BAD_NAME = re.compile(rb"[^a-z0-9!#$%&'*+\-.^_`|~]")
+# RFC 9113 8.2.1: no NUL/CR/LF, no leading or trailing whitespace.
+_BAD_VALUE = re.compile(rb"[\x00\r\n]|\A[ \t]|[ \t]\Z")
+_REQUEST_PSEUDO = frozenset({b":method", b":scheme", b":authority", b":path"})
+
+
+def scan_request(headers: Sequence[Header], validate: bool = True) -> RequestHead:
+    """One pass over a request block: routing fields, gRPC-ness, `grpc-timeout`, validity."""
     head = RequestHead()
     host = b""
+    method = b""
+    scheme = b""
+    seen_pseudo: set[bytes] = set()
+    regular = False
+    error = ""
     for index, (name, value) in enumerate(headers):
-        if name == b":authority":
-            head.authority = value
-        elif name == b":path":
-            head.path = value
-        elif name == b"content-type":
+        if validate and _BAD_VALUE.search(value) is not None:
+            error = f"header {name!r} has a value with CR, LF, NUL or edge whitespace"
+            break
+        if name[:1] == b":":
+            if regular:
+                error = f"pseudo-header {name!r} after a regular header"
+                break
+            if name not in _REQUEST_PSEUDO or name in seen_pseudo:
+                error = f"pseudo-header {name!r} is unknown or repeated"
+                break
+            seen_pseudo.add(name)
+            if name == b":authority":
+                head.authority = value
+            elif name == b":path":
+                head.path = value
+            elif name == b":method":
+                method = value
+            else:
+                scheme = value
+            continue
+        regular = True
+        if name == b"content-type":
             head.is_grpc = value.startswith(_GRPC_CT)
         elif name == b"grpc-timeout":
             head.timeout_index = index
         elif name == b"host":
             host = value
+        elif validate and name in CONNECTION_SPECIFIC and (name != b"te" or value != b"trailers"):
+            error = f"connection-specific header {name!r} is not allowed in HTTP/2"
+            break
+        if validate and _BAD_NAME.search(name) is not None:
+            error = f"header name {name!r} is not a lowercase token"
+            break
+    if validate and not error:
+        if method == b"CONNECT":
+            if seen_pseudo != {b":method", b":authority"}:
+                error = "CONNECT needs :method and :authority only"
+        elif not method or not scheme or not head.path:
+            error = "request without :method, :scheme or a non-empty :path"
+        elif host and head.authority and host != head.authority:
+            error = "Host header differs from :authority"
+    head.error = error
     if not head.authority:
         head.authority = host
     return head
+
+
+def trailers_error(headers: Sequence[Header]) -> str:
+    """Why a trailer block is malformed (pseudo-headers, bad names/values), or ""."""
+    for name, value in headers:
+        if name[:1] == b":":
+            return f"pseudo-header {name!r} in trailers"
+        if _BAD_NAME.search(name) is not None or name in CONNECTION_SPECIFIC:
+            return f"header name {name!r} not allowed in trailers"
+        if _BAD_VALUE.search(value) is not None:
+            return f"header {name!r} has a value with CR, LF, NUL or edge whitespace"
+    return ""
 
 
 def percent_encode_grpc_message(message: str) -> bytes:

@@ -120,7 +120,7 @@ class H1Downstream(asyncio.Protocol):
         except HeaderError as exc:
             self._reject(400, str(exc))
             return
-        head = scan_request(headers)
+        head = scan_request(headers, validate=False)
         ex = Exchange(self, self._sid, headers, head.is_grpc, False, head.timeout_index)
         ex.is_grpc = False  # an HTTP/1.1 caller reads HTTP statuses, not gRPC trailers
         self._current = ex
@@ -151,7 +151,7 @@ class H1Downstream(asyncio.Protocol):
         self.active = ex
         self.keep_alive = keep_alive and not self.draining
         self.body_allowed = ex.headers[0][1] != b"HEAD"
-        self.starter.begin(ex, scan_request(ex.headers))
+        self.starter.begin(ex, scan_request(ex.headers, validate=False))
 
     # -- Exchange's Downstream interface --------------------------------------------
 

@@ -26,6 +26,7 @@ from hyperframe.frame import (
 )
 
 from sidecar.transport import UpstreamPool, start_listener
+from skein.launch import free_port
 from tests.integration.test_transport_support import StaticDispatcher, run
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -79,14 +80,19 @@ async def read_frames(reader: asyncio.StreamReader, until: float) -> list[Frame]
             return frames
 
 
-def probe(payload: bytes, settings: bytes | None = None, wait: float = 1.0) -> list[Frame]:
+def probe(
+    payload: bytes,
+    settings: bytes | None = None,
+    wait: float = 1.0,
+    dispatcher: StaticDispatcher | None = None,
+) -> list[Frame]:
     """Send the preface, SETTINGS and `payload`; return what the listener sent back."""
     result: list[Frame] = []
 
     async def scenario() -> None:
         pool = UpstreamPool()
         listener = await start_listener(
-            "127.0.0.1", 0, StaticDispatcher(None), pool, name="conformance"
+            "127.0.0.1", 0, dispatcher or StaticDispatcher(None), pool, name="conformance"
         )
         try:
             reader, writer = await asyncio.open_connection(*listener.address)
@@ -140,6 +146,9 @@ def test_ping_is_answered() -> None:
         pytest.param([*GOOD[:3], (b"x-a", b"1"), *GOOD[3:]], id="pseudo-after-regular"),
         pytest.param([*GOOD[:4], (b":status", b"200"), *GOOD[4:]], id="response-pseudo"),
         pytest.param([(b":path", b""), *[h for h in GOOD if h[0] != b":path"]], id="empty-path"),
+        pytest.param([*GOOD, (b"x-a", b"a\nb")], id="newline-in-value"),
+        pytest.param([*GOOD, (b"x-a", b"a\x00b")], id="nul-in-value"),
+        pytest.param([*GOOD, (b"host", b"elsewhere")], id="host-differs-from-authority"),
     ],
 )
 def test_malformed_request_headers_are_protocol_errors(headers: list[tuple[bytes, bytes]]) -> None:
@@ -154,6 +163,19 @@ def test_content_length_mismatch_is_protocol_error() -> None:
     payload = headers_frame(1, headers, end_stream=False) + bytes(data.serialize())
     _, code = error_of(probe(payload), 1)
     assert code == PROTOCOL_ERROR
+
+
+def test_pseudo_header_in_request_trailers_is_protocol_error() -> None:
+    payload = headers_frame(1, GOOD, end_stream=False) + headers_frame(1, [(b":path", b"/x")])
+    # routed to a closed port: the stream is still open when its trailers are checked
+    _, code = error_of(probe(payload, dispatcher=StaticDispatcher(("127.0.0.1", free_port()))), 1)
+    assert code == PROTOCOL_ERROR
+
+
+def test_stream_error_leaves_the_connection_usable() -> None:
+    bad = headers_frame(1, [*GOOD, (b"X-Upper", b"1")])
+    frames = probe(bad + headers_frame(3, GOOD), wait=0.5)
+    assert error_of(frames, 1) == ("rst", PROTOCOL_ERROR)
 
 
 def test_data_on_closed_stream_is_stream_closed() -> None:

@@ -18,6 +18,7 @@ from sidecar.transport.headers import (
     percent_encode_grpc_message,
     scan_request,
     status_of,
+    trailers_error,
 )
 
 
@@ -126,3 +127,47 @@ def test_h2_response_to_h1_chunked_and_length() -> None:
     )
     assert not chunked
     assert head == b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+
+
+GOOD = [
+    (b":method", b"POST"),
+    (b":scheme", b"http"),
+    (b":path", b"/p"),
+    (b":authority", b"svc"),
+    (b"te", b"trailers"),
+]
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        ([(b"X-Up", b"1")], "lowercase token"),
+        ([(b"bad name", b"1")], "lowercase token"),
+        ([(b"x-a", b"v\r\nx: y")], "CR, LF, NUL"),
+        ([(b"x-a", b" lead")], "edge whitespace"),
+        ([(b"connection", b"close")], "connection-specific"),
+        ([(b"upgrade", b"h2c")], "connection-specific"),
+        ([(b"te", b"gzip")], "connection-specific"),
+        ([(b":path", b"/again")], "unknown or repeated"),
+        ([(b"x-a", b"1"), (b":method", b"GET")], "after a regular header"),
+        ([(b":protocol", b"ws")], "unknown or repeated"),
+        ([(b"host", b"other")], "differs from :authority"),
+    ],
+)
+def test_scan_request_names_what_is_malformed(
+    extra: list[tuple[bytes, bytes]], fragment: str
+) -> None:
+    assert fragment in scan_request([*GOOD[:4], *extra, GOOD[4]]).error
+
+
+def test_scan_request_accepts_well_formed_and_connect() -> None:
+    assert scan_request([*GOOD, (b"host", b"svc"), (b"x-a-bin", b"AAEC")]).error == ""
+    assert scan_request([(b":method", b"CONNECT"), (b":authority", b"h:1")]).error == ""
+    assert "CONNECT" in scan_request([(b":method", b"CONNECT"), *GOOD[1:]]).error
+    assert ":path" in scan_request([h for h in GOOD if h[0] != b":scheme"]).error
+
+
+def test_trailers_error() -> None:
+    assert trailers_error([(b"grpc-status", b"0")]) == ""
+    assert "pseudo-header" in trailers_error([(b":status", b"200")])
+    assert "not allowed" in trailers_error([(b"Grpc-Status", b"0")])
