@@ -75,13 +75,12 @@ class Listener:
         self._conns: set[H2Downstream | H1Downstream] = set()
         self._all_closed = asyncio.Event()
         self._all_closed.set()
+        self._address: tuple[str, int] = ("", 0)
 
     @property
     def address(self) -> tuple[str, int]:
         """The bound (host, port); the real port when 0 was asked for."""
-        assert self.server is not None
-        sockname = self.server.sockets[0].getsockname()
-        return str(sockname[0]), int(sockname[1])
+        return self._address
 
     def _closed(self, conn: Any) -> None:
         self._conns.discard(conn)
@@ -114,7 +113,8 @@ class Listener:
         conns = [conn.stats() for conn in self._conns]
         return {
             "name": self.name,
-            "address": "{}:{}".format(*self.address) if self.server else None,
+            "address": "{}:{}".format(*self._address),
+            "closing": self.closing,
             "connections": len(conns),
             "streams": sum(c["streams"] for c in conns),
             "no_route": self.starter.no_route,
@@ -140,4 +140,6 @@ async def start_listener(
     listener.server = await loop.create_server(
         lambda: _Sniffer(listener), host, port, ssl=ssl_context, reuse_address=True
     )
+    sockname = listener.server.sockets[0].getsockname()
+    listener._address = (str(sockname[0]), int(sockname[1]))
     return listener

@@ -49,7 +49,8 @@ class StaticDispatcher:
 class EchoApp:
     """A grpc.aio server with bytes handlers for all four call kinds; records what it saw."""
 
-    def __init__(self) -> None:
+    def __init__(self, options: tuple[tuple[str, Any], ...] = ()) -> None:
+        self.options = options
         self.metadata: list[dict[str, Any]] = []
         self.time_remaining: list[float | None] = []
         self.cancelled = threading.Event()
@@ -75,11 +76,12 @@ class EchoApp:
         self._loop.close()
 
     async def _start(self) -> int:
-        self._server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        self._server = grpc.aio.server(options=[("grpc.so_reuseport", 0), *self.options])
         handlers = {
             "Unary": grpc.unary_unary_rpc_method_handler(self._unary),
             "Sleep": grpc.unary_unary_rpc_method_handler(self._sleep),
             "Big": grpc.unary_unary_rpc_method_handler(self._big),
+            "Slow": grpc.unary_unary_rpc_method_handler(self._slow),
             "ServerStream": grpc.unary_stream_rpc_method_handler(self._server_stream),
             "ClientStream": grpc.stream_unary_rpc_method_handler(self._client_stream),
             "Bidi": grpc.stream_stream_rpc_method_handler(self._bidi),
@@ -123,6 +125,10 @@ class EchoApp:
             self.cancelled.set()
             raise
         return b""
+
+    async def _slow(self, request: bytes, context: Any) -> bytes:
+        await asyncio.sleep(float(request))
+        return request
 
     async def _big(self, request: bytes, context: Any) -> bytes:
         self._record(context)
