@@ -39,6 +39,9 @@ class _Sniffer(asyncio.Protocol):
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
+        self.listener._sniffing.add(self)
+        if self.listener.closing:
+            transport.close()
 
     def data_received(self, data: bytes) -> None:
         buffer = self.buffer + data
@@ -48,6 +51,7 @@ class _Sniffer(asyncio.Protocol):
             return
         self.buffer = b""
         listener = self.listener
+        listener._sniffing.discard(self)
         proto: H2Downstream | H1Downstream
         if buffer.startswith(_PREFACE):
             proto = H2Downstream(listener.starter, listener._closed)
@@ -61,6 +65,7 @@ class _Sniffer(asyncio.Protocol):
         proto.data_received(buffer)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.listener._sniffing.discard(self)
         self.transport = None
 
 
@@ -73,6 +78,7 @@ class Listener:
         self.server: asyncio.Server | None = None
         self.closing = False
         self._conns: set[H2Downstream | H1Downstream] = set()
+        self._sniffing: set[_Sniffer] = set()  # accepted, protocol not known yet
         self._all_closed = asyncio.Event()
         self._all_closed.set()
         self._address: tuple[str, int] = ("", 0)
@@ -92,6 +98,9 @@ class Listener:
         self.closing = True
         if self.server is not None:
             self.server.close()
+        for sniffer in list(self._sniffing):
+            if sniffer.transport is not None:
+                sniffer.transport.close()
         if self._conns:
             self._all_closed.clear()
             for conn in list(self._conns):
