@@ -25,7 +25,8 @@ Invariants:
   last-stream-id keep flowing (h2 alone would refuse every frame after it);
 - outbound bytes are written once per event batch: a connection marks itself
   dirty and `flush_dirty()` writes every dirty connection at the end of the
-  callback that made them dirty.
+  callback that made them dirty (the dirty list is per process: the data
+  plane runs on one event loop thread).
 """
 
 from __future__ import annotations
