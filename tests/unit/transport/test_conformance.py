@@ -119,14 +119,14 @@ def error_of(frames: list[Frame], sid: int) -> tuple[str, int]:
 
 
 def test_valid_request_is_answered_and_settings_acked() -> None:
-    frames = probe(headers_frame(1, GOOD))
+    frames = probe(headers_frame(1, GOOD), wait=0.3)
     assert any(isinstance(f, SettingsFrame) and "ACK" in f.flags for f in frames)
     answered = [f for f in frames if isinstance(f, HeadersFrame) and f.stream_id == 1]
     assert answered and "END_STREAM" in answered[0].flags
 
 
 def test_ping_is_answered() -> None:
-    frames = probe(bytes(PingFrame(0, opaque_data=b"12345678").serialize()))
+    frames = probe(bytes(PingFrame(0, opaque_data=b"12345678").serialize()), wait=0.3)
     acks = [f for f in frames if isinstance(f, PingFrame) and "ACK" in f.flags]
     assert acks and acks[0].opaque_data == b"12345678"
 
