@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import grpc
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
 import pytest
 
 from sidecar.transport import UpstreamPool, start_listener
@@ -92,3 +97,43 @@ def test_listener_close_cancels_what_outlives_the_grace() -> None:
 
         run(scenario)
         assert dispatcher.done == [False]
+
+
+class ResettingUpstream(asyncio.Protocol):
+    """An h2c upstream that answers every request with RST_STREAM(CANCEL)."""
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        self.conn = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=False, header_encoding=None)
+        )
+        self.conn.initiate_connection()
+        transport.write(self.conn.data_to_send())
+
+    def data_received(self, data: bytes) -> None:
+        for ev in self.conn.receive_data(data):
+            if isinstance(ev, h2.events.RequestReceived):
+                self.conn.reset_stream(ev.stream_id, h2.errors.ErrorCodes.CANCEL)
+        self.transport.write(self.conn.data_to_send())
+
+
+def test_upstream_reset_reaches_the_caller() -> None:
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        upstream = await loop.create_server(ResettingUpstream, "127.0.0.1", 0)
+        dispatcher = StaticDispatcher(upstream.sockets[0].getsockname()[:2])
+        pool = UpstreamPool()
+        listener = await start_listener("127.0.0.1", 0, dispatcher, pool, name="rst")
+        channel = grpc.aio.insecure_channel("{}:{}".format(*listener.address))
+        try:
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await channel.unary_unary("/test.Echo/Unary")(b"x", timeout=5)
+            assert err.value.code() == grpc.StatusCode.CANCELLED
+        finally:
+            await channel.close()
+            await listener.close(grace=0.5)
+            await pool.close()
+            upstream.close()
+        assert dispatcher.done == [False]
+
+    run(scenario)
