@@ -79,7 +79,8 @@ class RequestHead:
 _BAD_NAME = re.compile(rb"[^a-z0-9!#$%&'*+\-.^_`|~]")
 # RFC 9113 8.2.1: no NUL/CR/LF, no leading or trailing whitespace.
 _BAD_VALUE = re.compile(rb"[\x00\r\n]|\A[ \t]|[ \t]\Z")
-_REQUEST_PSEUDO = frozenset({b":method", b":scheme", b":authority", b":path"})
+_PSEUDO_BIT = {b":method": 1, b":scheme": 2, b":authority": 4, b":path": 8}
+_CONNECT_PSEUDO = 1 | 4
 
 
 def scan_request(headers: Sequence[Header], validate: bool = True) -> RequestHead:
@@ -88,7 +89,7 @@ def scan_request(headers: Sequence[Header], validate: bool = True) -> RequestHea
     host = b""
     method = b""
     scheme = b""
-    seen_pseudo: set[bytes] = set()
+    seen_pseudo = 0  # bits of _PSEUDO_BIT: no set per request
     regular = False
     error = ""
     for index, (name, value) in enumerate(headers):
@@ -99,10 +100,11 @@ def scan_request(headers: Sequence[Header], validate: bool = True) -> RequestHea
             if regular:
                 error = f"pseudo-header {name!r} after a regular header"
                 break
-            if name not in _REQUEST_PSEUDO or name in seen_pseudo:
+            bit = _PSEUDO_BIT.get(name, 0)
+            if not bit or seen_pseudo & bit:
                 error = f"pseudo-header {name!r} is unknown or repeated"
                 break
-            seen_pseudo.add(name)
+            seen_pseudo |= bit
             if name == b":authority":
                 head.authority = value
             elif name == b":path":
@@ -127,7 +129,7 @@ def scan_request(headers: Sequence[Header], validate: bool = True) -> RequestHea
             break
     if validate and not error:
         if method == b"CONNECT":
-            if seen_pseudo != {b":method", b":authority"}:
+            if seen_pseudo != _CONNECT_PSEUDO:
                 error = "CONNECT needs :method and :authority only"
         elif not method or not scheme or not head.path:
             error = "request without :method, :scheme or a non-empty :path"
