@@ -11,10 +11,10 @@ import grpc
 __all__ = [
     "AddressError",
     "ConfigError",
+    "ConflictError",
     "NotFoundError",
     "SkeinError",
     "StoreUnavailableError",
-    "ConflictError",
 ]
 
 

@@ -71,8 +71,10 @@ class Daemon:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.alive():
-                raise RuntimeError(f"{self.name} exited with {self.proc and self.proc.returncode}"
-                                   f"; log: {self.log_path}")
+                raise RuntimeError(
+                    f"{self.name} exited with {self.proc and self.proc.returncode}"
+                    f"; log: {self.log_path}"
+                )
             if self.get(path, timeout=1)[0] == 200:
                 return
             time.sleep(0.05)
@@ -115,8 +117,14 @@ class ProcessGroup:
         self.log_dir = log_dir
         self.daemons: list[Daemon] = []
 
-    def start(self, name: str, argv: Sequence[str], *, admin: str | None = None,
-              env: dict[str, str] | None = None) -> Daemon:
+    def start(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        admin: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> Daemon:
         log_path = os.path.join(self.log_dir, f"{name}.log") if self.log_dir else None
         daemon = Daemon(name, list(argv), admin=admin, log_path=log_path, env=env or {})
         self.daemons.append(daemon.start())
@@ -133,8 +141,20 @@ class ProcessGroup:
         inbound, outbound = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
         admin = f"127.0.0.1:{free_port()}"
         argv = skein_argv(
-            "sidecar", "--service", service, "--control", control, "--app", app,
-            "--inbound", inbound, "--outbound", outbound, "--admin", admin, *extra,
+            "sidecar",
+            "--service",
+            service,
+            "--control",
+            control,
+            "--app",
+            app,
+            "--inbound",
+            inbound,
+            "--outbound",
+            outbound,
+            "--admin",
+            admin,
+            *extra,
         )
         daemon = self.start(name, argv, admin=admin)
         daemon.addresses.update(inbound=inbound, outbound=outbound)
