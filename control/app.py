@@ -176,7 +176,7 @@ async def serve(options: ControlOptions) -> int:
         lease_ttl=options.lease_ttl,
         coalesce=options.coalesce,
     )
-    operator = OperatorService(store, layout, metrics)
+    operator = OperatorService(store, layout, metrics, lambda: mirror.config_revision)
     server.add_generic_rpc_handlers((discovery.handlers(), operator.handlers()))
     watcher = MirrorWatcher(store, layout, mirror, discovery.mirror_changed, metrics)
 

@@ -5,6 +5,13 @@ Invariants:
   revision of the last full load, then the mod_revision of each relevant
   event applied since. Status keys are not relevant: writing them must not
   trigger rebuilds (that would loop: push -> status -> rebuild -> status).
+- `config_revision` is the newest revision at which a resource or endpoint
+  changed, as far as this mirror has seen (never a status write): the
+  largest relevant mod_revision of a load, then of every relevant event
+  (a delete event carries its own revision). It never goes down, so a
+  reload after compaction keeps the deletes seen before it. Sidecars in
+  sync have `synced_revision >= config_revision`; it is what `skein wait`
+  can wait for, where `revision` may be a status write no sidecar sees.
 - values are stored as parsed, never validated: the control daemon pushes
   whatever etcd holds, and the sidecar's validation decides (NACK). A value
   that is not even JSON of the right message is reported through `on_bad`
@@ -37,6 +44,7 @@ class Mirror:
         self.layout = layout
         self.on_bad = on_bad
         self.revision = 0
+        self.config_revision = 0
         self.loaded = False
         self.services: dict[str, resources_pb2.Service] = {}
         self.policies: dict[str, resources_pb2.TrafficPolicy] = {}
@@ -50,9 +58,12 @@ class Mirror:
         self.policies.clear()
         self.endpoints.clear()
         self._policy_index.clear()
+        newest = self.config_revision
         for kv in kvs:
-            self._put(kv.key, kv.value, kv.mod_revision)
+            if self._put(kv.key, kv.value, kv.mod_revision):
+                newest = max(newest, kv.mod_revision)
         self.revision = revision
+        self.config_revision = newest
         self.loaded = True
 
     def apply(self, batch: WatchBatch) -> bool:
@@ -63,6 +74,7 @@ class Mirror:
             if relevant:
                 changed = True
                 self.revision = max(self.revision, mod_revision)
+                self.config_revision = max(self.config_revision, mod_revision)
         return changed
 
     def policy_for(self, service: str) -> resources_pb2.TrafficPolicy | None:

@@ -10,6 +10,8 @@ writes through any replica.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -34,6 +36,7 @@ __all__ = ["OperatorService", "encode_resource"]
 log = get_logger("control.operator")
 
 _MAX_ATTEMPTS = 3
+_CONFIG_KINDS = ("Service", "TrafficPolicy")  # stored kinds the mirror turns into snapshots
 
 
 def encode_resource(message: Any) -> bytes:
@@ -55,11 +58,29 @@ def _decode(kind: str, kv: KeyValue) -> Any | None:
     return message
 
 
+def _no_revision() -> int:
+    return 0
+
+
 class OperatorService:
-    def __init__(self, store: EtcdStore, layout: KeyLayout, metrics: ControlMetrics) -> None:
+    """Serves skein.v1.Operator for one replica.
+
+    `config_revision` returns the newest configuration revision the replica's
+    mirror has seen (it alone knows the revisions of deletes); Status
+    combines it with etcd's newest resource and endpoint writes.
+    """
+
+    def __init__(
+        self,
+        store: EtcdStore,
+        layout: KeyLayout,
+        metrics: ControlMetrics,
+        config_revision: Callable[[], int] = _no_revision,
+    ) -> None:
         self.store = store
         self.layout = layout
         self.metrics = metrics
+        self.config_revision = config_revision
 
     def handlers(self) -> grpc.GenericRpcHandler:
         def unary(fn: Any, req: Any, resp: Any) -> grpc.RpcMethodHandler:
@@ -222,9 +243,22 @@ class OperatorService:
 
     # -- Status ----------------------------------------------------------
 
+    async def _config_revision(self) -> int:
+        """Newest revision of what sidecars sync to: resources and endpoints, not status.
+
+        etcd gives the newest write of each (read-your-writes through any
+        replica); a delete leaves no key behind, so the mirror's figure
+        covers deletes once the watch has delivered them.
+        """
+        prefixes = [self.layout.resource_kind_prefix(kind) for kind in _CONFIG_KINDS]
+        prefixes.append(self.layout.endpoints.encode())
+        newest = await asyncio.gather(*(self.store.newest_mod_revision(p) for p in prefixes))
+        return max(self.config_revision(), *newest)
+
     async def Status(self, req: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
-            revision, kvs = await self.store.range_prefix(self.layout.status.encode())
+            _rev, kvs = await self.store.range_prefix(self.layout.status.encode())
+            revision = await self._config_revision()
         except SkeinError as err:
             await self._abort(context, err)
             raise AssertionError("unreachable") from None

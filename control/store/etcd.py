@@ -193,6 +193,19 @@ class EtcdStore:
         ]
         return int(resp.header.revision), kvs
 
+    async def newest_mod_revision(self, prefix: bytes) -> int:
+        """The largest mod_revision of a key under prefix (0 when none): one key read."""
+        req = rpc.RangeRequest(
+            key=prefix,
+            range_end=prefix_range_end(prefix),
+            limit=1,
+            keys_only=True,
+            sort_order=rpc.RangeRequest.DESCEND,
+            sort_target=rpc.RangeRequest.MOD,
+        )
+        resp = await self._call("range", "_kv", "Range", req)
+        return int(resp.kvs[0].mod_revision) if resp.kvs else 0
+
     async def put(self, key: bytes, value: bytes, lease: int = 0) -> int:
         resp = await self._call(
             "put", "_kv", "Put", rpc.PutRequest(key=key, value=value, lease=lease)

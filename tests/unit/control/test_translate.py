@@ -122,3 +122,16 @@ def test_hand_written_kind_spelling_is_accepted() -> None:
     m = Mirror(L)
     m.load(1, [kv(b"/t/resources/trafficpolicy/p", policy("p", "orders", 1), 1)])
     assert m.policy_for("orders") is not None
+
+
+def test_config_revision_ignores_status_writes_and_counts_deletes() -> None:
+    m, _ = loaded()
+    # The load's header revision (10) may be a status write; configuration last changed at 9.
+    assert m.revision == 10 and m.config_revision == 9
+    assert not m.apply(WatchBatch(30, ((L.status_key("a"), b"{}", 30, False),)))
+    assert m.config_revision == 9
+    assert m.apply(WatchBatch(31, ((L.endpoint("users", "u-1"), b"", 31, True),)))
+    assert m.config_revision == 31
+    # A reload (after compaction) keeps what was seen: the delete at 31 left no key behind.
+    m.load(40, [kv(L.resource("TrafficPolicy", "web"), policy("web", "web", 1), 5)])
+    assert m.revision == 40 and m.config_revision == 31
