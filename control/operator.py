@@ -31,7 +31,7 @@ from skein.errors import ConfigError, ConflictError, NotFoundError, SkeinError
 from skein.logging import get_logger
 from skein.v1 import operator_pb2
 
-__all__ = ["OperatorService", "encode_resource"]
+__all__ = ["OperatorService", "check_policy_targets", "encode_resource"]
 
 log = get_logger("control.operator")
 
@@ -56,6 +56,32 @@ def _decode(kind: str, kv: KeyValue) -> Any | None:
         return None
     message.metadata.version = kv.mod_revision
     return message
+
+
+def check_policy_targets(items: list[tuple[str, Any]], stored: dict[str, str]) -> None:
+    """One TrafficPolicy per service: raise naming both policies when a second one targets it.
+
+    `items` are the (kind, message) pairs being applied, `stored` maps each
+    stored policy's name to its target service. A stored policy being
+    replaced by this apply does not count (it may move to another service).
+    """
+    applying = {m.metadata.name for kind, m in items if kind == "TrafficPolicy"}
+    owners: dict[str, str] = {}
+    for name, service in sorted(stored.items()):
+        if name not in applying:
+            owners.setdefault(service, name)
+    for index, (kind, message) in enumerate(items):
+        if kind != "TrafficPolicy":
+            continue
+        name, service = message.metadata.name, message.spec.service
+        other = owners.get(service)
+        if other is not None:
+            raise ConfigError(
+                "spec.service",
+                f"service {service!r} already has TrafficPolicy/{other}; a service takes one "
+                f"TrafficPolicy: change TrafficPolicy/{other} or delete it first",
+                where=f"resources[{index}] (TrafficPolicy/{name})",
+            )
 
 
 def _no_revision() -> int:
@@ -108,6 +134,7 @@ class OperatorService:
         """Validate all; returns (kind, message) pairs or raises naming the resource."""
         out: list[tuple[str, Any]] = []
         seen: dict[tuple[str, str], int] = {}
+        targets: dict[str, tuple[int, str]] = {}  # service -> (index, policy name)
         for index, res in enumerate(resources):
             kind = resource_kind(res) or "?"
             name = resource_message(res).metadata.name if kind != "?" else ""
@@ -130,14 +157,46 @@ class OperatorService:
                     where=where,
                 )
             seen[kind, name] = index
-            out.append((kind, resource_message(res)))
+            message = resource_message(res)
+            if kind == "TrafficPolicy":
+                service = message.spec.service  # type: ignore[attr-defined]
+                if service in targets:
+                    first, other = targets[service]
+                    raise ConfigError(
+                        "spec.service",
+                        f"TrafficPolicy/{other} (resources[{first}]) and TrafficPolicy/{name} "
+                        f"both target service {service!r}; a service takes one TrafficPolicy: "
+                        "merge them",
+                        where=where,
+                    )
+                targets[service] = (index, name)
+            out.append((kind, message))
         return out
+
+    async def _stored_policy_targets(self) -> tuple[int, dict[str, str]]:
+        """(read revision, stored policy name -> target service)."""
+        revision, kvs = await self.store.range_prefix(
+            self.layout.resource_kind_prefix("TrafficPolicy")
+        )
+        targets: dict[str, str] = {}
+        for kv in kvs:
+            message = _decode("TrafficPolicy", kv)
+            if message is not None:
+                targets[self.layout.parse(kv.key).name] = message.spec.service
+        return revision, targets
 
     async def _apply(self, items: list[tuple[str, Any]], dry_run: bool) -> Any:
         for _attempt in range(_MAX_ATTEMPTS):
             results = operator_pb2.ApplyResponse()
             expect: dict[bytes, int] = {}
             ops: list[TxnOp] = []
+            # The policy check read is guarded in the transaction: a policy written
+            # meanwhile (by another operator) makes it fail and this loop read again.
+            guards: dict[bytes, int] = {}
+            if any(kind == "TrafficPolicy" for kind, _ in items):
+                read_at, stored_targets = await self._stored_policy_targets()
+                check_policy_targets(items, stored_targets)
+                guards[self.layout.resource_kind_prefix("TrafficPolicy")] = read_at
             for kind, message in items:
                 key = self.layout.resource(kind, message.metadata.name)
                 stored = await self.store.get(key)
@@ -161,7 +220,7 @@ class OperatorService:
                     ops.append(TxnOp(key, value))
             if dry_run or not ops:
                 return results
-            ok, revision = await self.store.txn(expect, ops)
+            ok, revision = await self.store.txn(expect, ops, unchanged_since=guards)
             if ok:
                 results.version = revision
                 return results

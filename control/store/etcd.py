@@ -217,16 +217,34 @@ class EtcdStore:
         resp = await self._call("delete", "_kv", "DeleteRange", rpc.DeleteRangeRequest(key=key))
         return int(resp.deleted), int(resp.header.revision)
 
-    async def txn(self, expect_mod: dict[bytes, int], ops: Sequence[TxnOp]) -> tuple[bool, int]:
+    async def txn(
+        self,
+        expect_mod: dict[bytes, int],
+        ops: Sequence[TxnOp],
+        *,
+        unchanged_since: dict[bytes, int] | None = None,
+    ) -> tuple[bool, int]:
         """All-or-nothing: apply `ops` only if every key's mod_revision is as expected.
 
         An expected mod_revision of 0 means "the key does not exist".
+        `unchanged_since` maps a prefix to a revision: no key under it may
+        have been written after that revision (deletes do not count).
         Returns (succeeded, revision).
         """
         compare = [
             rpc.Compare(key=key, result=rpc.Compare.EQUAL, target=rpc.Compare.MOD, mod_revision=mod)
             for key, mod in expect_mod.items()
         ]
+        for prefix, revision in (unchanged_since or {}).items():
+            compare.append(
+                rpc.Compare(
+                    key=prefix,
+                    range_end=prefix_range_end(prefix),
+                    result=rpc.Compare.LESS,
+                    target=rpc.Compare.MOD,
+                    mod_revision=revision + 1,
+                )
+            )
         success = []
         for op in ops:
             if op.value is None:

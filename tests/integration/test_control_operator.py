@@ -86,3 +86,54 @@ def test_operator_api(etcd: LocalEtcd, procs: ProcessGroup) -> None:
         await c.close()
 
     asyncio.run(scenario())
+
+
+def test_one_traffic_policy_per_service(etcd: LocalEtcd, procs: ProcessGroup) -> None:
+    daemon = procs.control("control", etcd.endpoint, "--prefix", unique_prefix())
+    daemon.wait_ready(timeout=20)
+
+    async def scenario() -> None:
+        c = Control(daemon.addresses["listen"])
+        assert (await c.apply(policy("orders-a", 2, "orders"))).version > 0
+
+        # A second policy for the same service, alone or in a multi-resource apply.
+        for request in (
+            [policy("orders-b", 3, "orders")],
+            [service("orders"), policy("orders-b", 3, "orders")],
+        ):
+            code, details = await code_of(c.apply(*request))
+            assert code == grpc.StatusCode.INVALID_ARGUMENT
+            index = len(request) - 1
+            assert details.startswith(f"resources[{index}] (TrafficPolicy/orders-b): spec.service")
+            assert "TrafficPolicy/orders-a" in details, details
+        code, details = await code_of(c.apply(policy("orders-b", 3, "orders"), dry_run=True))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "TrafficPolicy/orders-a" in details
+
+        # Two in one request, neither stored yet: named both, nothing written.
+        code, details = await code_of(
+            c.apply(policy("users-a", 1, "users"), service("users"), policy("users-b", 1, "users"))
+        )
+        assert code == grpc.StatusCode.INVALID_ARGUMENT
+        assert details == (
+            "resources[2] (TrafficPolicy/users-b): spec.service: TrafficPolicy/users-a "
+            "(resources[0]) and TrafficPolicy/users-b both target service 'users'; a service "
+            "takes one TrafficPolicy: merge them"
+        )
+        listed = await c.operator.Get(operator_pb2.GetRequest(kind="tp"))
+        assert [r.traffic_policy.metadata.name for r in listed.resources] == ["orders-a"]
+
+        # Moving the old policy away in the same apply frees the service.
+        moved = await c.apply(policy("orders-a", 2, "users"), policy("orders-b", 3, "orders"))
+        assert [r.action for r in moved.results] == ["configured", "created"]
+
+        # Racing applies of two new policies for one service: exactly one wins.
+        results = await asyncio.gather(
+            *(c.apply(policy(f"race-{i}", 1, "race")) for i in range(4)), return_exceptions=True
+        )
+        won = [r for r in results if not isinstance(r, BaseException)]
+        lost = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+        assert len(won) == 1 and len(lost) == 3, results
+        assert all(e.code() == grpc.StatusCode.INVALID_ARGUMENT for e in lost)
+        await c.close()
+
+    asyncio.run(scenario())
