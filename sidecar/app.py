@@ -20,7 +20,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from sidecar.admin import SidecarAdmin
-from sidecar.discovery import ControlEndpoints, DiscoveryClient, DiskCache, default_state_dir
+from sidecar.discovery import (
+    ControlChannels,
+    ControlEndpoints,
+    DiscoveryClient,
+    DiskCache,
+    default_state_dir,
+)
 from sidecar.dispatch import (
     AuthorityDispatcher,
     ConfigHolder,
@@ -254,6 +260,7 @@ async def serve(args: argparse.Namespace) -> int:
     tasks: list[asyncio.Task[None]] = []
     admin_server = None
     registration: Registration | None = None
+    channels = ControlChannels()  # one connection per control replica, shared
     try:
         listeners["inbound"] = await _listen(
             "--inbound", args.inbound, InboundDispatcher(holder, args.app), pool, "inbound", metrics
@@ -278,11 +285,11 @@ async def serve(args: argparse.Namespace) -> int:
         )
         cache = DiskCache(args.state_dir or default_state_dir(args.service, instance))
         discovery = DiscoveryClient(
-            ControlEndpoints(args.control), node, holder, cache, metrics, parse_snapshot
+            ControlEndpoints(args.control, channels), node, holder, cache, metrics, parse_snapshot
         )
         address = _advertised(listeners["inbound"].address)
         registration = Registration(
-            ControlEndpoints(args.control),
+            ControlEndpoints(args.control, channels),
             service=args.service,
             instance=instance,
             address=address,
@@ -336,6 +343,7 @@ async def serve(args: argparse.Namespace) -> int:
             *(lst.close(DRAIN_GRACE) for lst in listeners.values()), return_exceptions=True
         )
         await pool.close()
+        await channels.close()
         if admin_server is not None:
             await admin_server.stop()
     log.info("sidecar stopped")

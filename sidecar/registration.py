@@ -14,19 +14,21 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 
-import grpc
-
 from sidecar.discovery.controls import ControlEndpoints
 from sidecar.policy.backoff import ExponentialBackoff
+from skein.grpcclient import RpcError, StatusCode
 from skein.logging import get_logger
 from skein.metrics import Registry
-from skein.v1 import discovery_pb2, discovery_pb2_grpc
+from skein.v1 import discovery_pb2
 
 __all__ = ["Registration"]
 
 log = get_logger("registration")
 
 _CALL_TIMEOUT = 3.0
+_REGISTER = "/skein.v1.Discovery/Register"
+_RENEW = "/skein.v1.Discovery/Renew"
+_DEREGISTER = "/skein.v1.Discovery/Deregister"
 
 
 class Registration:
@@ -67,9 +69,6 @@ class Registration:
             "skein_sidecar_registration_failures_total", "Failed register/renew calls", ["call"]
         )
 
-    def _stub(self) -> discovery_pb2_grpc.DiscoveryStub:
-        return discovery_pb2_grpc.DiscoveryStub(self._controls.channel())
-
     async def run(self) -> None:
         while True:
             try:
@@ -83,9 +82,9 @@ class Registration:
                 self._failures = 0
             except asyncio.CancelledError:
                 raise
-            except grpc.aio.AioRpcError as err:
-                self.last_error = f"{err.code().name}: {err.details()}"
-                if err.code() is grpc.StatusCode.NOT_FOUND:
+            except RpcError as err:
+                self.last_error = f"{err.code.name}: {err.message}"
+                if err.code is StatusCode.NOT_FOUND:
                     log.warning("lease expired, registering again", instance=self.instance)
                     self._lost()
                     continue
@@ -115,7 +114,9 @@ class Registration:
         self._m_registered.set(0)
 
     async def _register(self) -> None:
-        response = await self._stub().Register(self._request, timeout=_CALL_TIMEOUT)
+        response = await self._controls.channel().unary(
+            _REGISTER, self._request, discovery_pb2.RegisterResponse, timeout=_CALL_TIMEOUT
+        )
         self.lease_id = response.lease_id
         self.ttl = response.ttl_seconds or 10
         self.state = "registered"
@@ -130,8 +131,11 @@ class Registration:
         )
 
     async def _renew(self) -> None:
-        response = await self._stub().Renew(
-            discovery_pb2.RenewRequest(lease_id=self.lease_id), timeout=_CALL_TIMEOUT
+        response = await self._controls.channel().unary(
+            _RENEW,
+            discovery_pb2.RenewRequest(lease_id=self.lease_id),
+            discovery_pb2.RenewResponse,
+            timeout=_CALL_TIMEOUT,
         )
         if response.ttl_seconds:
             self.ttl = response.ttl_seconds
@@ -145,12 +149,14 @@ class Registration:
         )
         for _ in self._controls.addresses:
             try:
-                await self._stub().Deregister(request, timeout=per_call)
-            except grpc.aio.AioRpcError as err:
+                await self._controls.channel().unary(
+                    _DEREGISTER, request, discovery_pb2.DeregisterResponse, timeout=per_call
+                )
+            except RpcError as err:
                 log.warning(
                     "deregister failed",
                     control=self._controls.current,
-                    error=f"{err.code().name}: {err.details()}",
+                    error=f"{err.code.name}: {err.message}",
                 )
                 await self._controls.fail()
                 continue

@@ -2,9 +2,10 @@
 
 from sidecar.discovery.cache import DiskCache, default_state_dir
 from sidecar.discovery.client import DiscoveryClient, DiscoveryStatus
-from sidecar.discovery.controls import ControlEndpoints
+from sidecar.discovery.controls import ControlChannels, ControlEndpoints
 
 __all__ = [
+    "ControlChannels",
     "ControlEndpoints",
     "DiscoveryClient",
     "DiscoveryStatus",

@@ -23,14 +23,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import grpc
-
 from sidecar.discovery.cache import DiskCache
 from sidecar.discovery.controls import ControlEndpoints
 from sidecar.dispatch import ConfigHolder
 from sidecar.policy.backoff import ExponentialBackoff
 from skein.config.model import SidecarConfig
 from skein.errors import ConfigError
+from skein.grpcclient import RpcError, StatusCode
 from skein.logging import get_logger
 from skein.metrics import Registry
 from skein.v1 import discovery_pb2
@@ -42,8 +41,8 @@ log = get_logger("discovery")
 Parser = Callable[[str, discovery_pb2.Snapshot], SidecarConfig]
 
 _STREAM = "/skein.v1.Discovery/Stream"
-_INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT.value[0]
-_INTERNAL = grpc.StatusCode.INTERNAL.value[0]
+_INVALID_ARGUMENT = int(StatusCode.INVALID_ARGUMENT)
+_INTERNAL = int(StatusCode.INTERNAL)
 
 
 @dataclass
@@ -57,10 +56,6 @@ class DiscoveryStatus:
     last_nack: dict[str, Any] | None = None
     responses: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _identity(data: bytes) -> bytes:
-    return data
 
 
 class DiscoveryClient:
@@ -205,10 +200,8 @@ class DiscoveryClient:
                     self.status.last_error = "stream closed by control"
                 except asyncio.CancelledError:
                     raise
-                except grpc.aio.AioRpcError as err:
-                    self.status.last_error = f"{err.code().name}: {err.details()}"
-                except TimeoutError:
-                    self.status.last_error = f"not reachable within {self._connect_timeout:g}s"
+                except RpcError as err:
+                    self.status.last_error = f"{err.code.name}: {err.message}"
                 except Exception as err:  # keep serving whatever the failure
                     self.status.last_error = repr(err)
                     if not isinstance(err, OSError):
@@ -235,15 +228,9 @@ class DiscoveryClient:
         self.status.state = "connecting"
         self.status.control = self._controls.current
         channel = self._controls.channel()
-        await asyncio.wait_for(channel.channel_ready(), self._connect_timeout)
-        stream = channel.stream_stream(
-            _STREAM,
-            request_serializer=discovery_pb2.DiscoveryRequest.SerializeToString,
-            response_deserializer=_identity,
-        )
-        call = stream()
-        try:
-            await call.write(self.first_request())
+        call = await channel.stream(_STREAM, connect_timeout=self._connect_timeout)
+        async with call:
+            await call.send(self.first_request())
             self.status.state = "connected"
             self.status.connected_since = time.time()
             self._m_connected.set(1)
@@ -251,11 +238,8 @@ class DiscoveryClient:
                 "discovery stream open", control=self.status.control, version=self.applied_version
             )
             while True:
-                raw = await call.read()
-                if raw is grpc.aio.EOF:
+                raw = await call.recv()
+                if raw is None:
                     return
-                assert isinstance(raw, bytes)
                 self._backoff.reset()
-                await call.write(self.handle(raw))
-        finally:
-            call.cancel()
+                await call.send(self.handle(raw))

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 from urllib.parse import quote
 
 import grpc
 import pytest
+import uvloop
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -23,6 +24,7 @@ from skein.localetcd import free_port
 from skein.v1 import discovery_pb2
 
 SERVICE = "test.v1.Probe"
+Runner = Callable[[Coroutine[Any, Any, None]], None]
 RegisterRequest = discovery_pb2.RegisterRequest
 RegisterResponse = discovery_pb2.RegisterResponse
 
@@ -73,7 +75,18 @@ async def start_server(probe: Probe, port: int = 0) -> tuple[grpc.aio.Server, st
     return server, f"127.0.0.1:{bound}"
 
 
-def run(body: Callable[[Probe, GrpcChannel, grpc.aio.Server], Awaitable[None]]) -> None:
+@pytest.fixture(params=["asyncio", "uvloop"])
+def loop_run(request: pytest.FixtureRequest) -> Callable[[Coroutine[Any, Any, None]], None]:
+    """Runs a coroutine on asyncio's loop or on uvloop (what the sidecar runs)."""
+    if request.param == "uvloop":
+        return uvloop.run
+    return asyncio.run
+
+
+def run(
+    loop_run: Runner,
+    body: Callable[[Probe, GrpcChannel, grpc.aio.Server], Awaitable[None]],
+) -> None:
     async def main() -> None:
         probe = Probe()
         server, address = await start_server(probe)
@@ -84,10 +97,10 @@ def run(body: Callable[[Probe, GrpcChannel, grpc.aio.Server], Awaitable[None]]) 
             await channel.close()
             await server.stop(None)
 
-    asyncio.run(asyncio.wait_for(main(), 20))
+    loop_run(asyncio.wait_for(main(), 20))
 
 
-def test_unary_ok_sends_the_deadline_and_reuses_one_connection() -> None:
+def test_unary_ok_sends_the_deadline_and_reuses_one_connection(loop_run: Runner) -> None:
     async def body(probe: Probe, channel: GrpcChannel, _: Any) -> None:
         reply = await channel.unary(
             f"/{SERVICE}/Unary",
@@ -108,10 +121,10 @@ def test_unary_ok_sends_the_deadline_and_reuses_one_connection() -> None:
         assert probe.seen[1][1] is None  # no timeout given, none sent
         assert len({peer for _, _, peer in probe.seen}) == 1  # one connection for all calls
 
-    run(body)
+    run(loop_run, body)
 
 
-def test_error_status_carries_code_and_decoded_message() -> None:
+def test_error_status_carries_code_and_decoded_message(loop_run: Runner) -> None:
     async def body(probe: Probe, channel: GrpcChannel, _: Any) -> None:
         with pytest.raises(RpcError) as info:
             await channel.unary(
@@ -124,10 +137,10 @@ def test_error_status_carries_code_and_decoded_message() -> None:
             await channel.unary(f"/{SERVICE}/Nope", RegisterRequest(), RegisterResponse)
         assert info.value.code is StatusCode.UNIMPLEMENTED
 
-    run(body)
+    run(loop_run, body)
 
 
-def test_deadline_exceeded_fails_fast_and_cancels_the_server_side() -> None:
+def test_deadline_exceeded_fails_fast_and_cancels_the_server_side(loop_run: Runner) -> None:
     async def body(probe: Probe, channel: GrpcChannel, _: Any) -> None:
         start = time.monotonic()
         with pytest.raises(RpcError) as info:
@@ -141,10 +154,10 @@ def test_deadline_exceeded_fails_fast_and_cancels_the_server_side() -> None:
         reply = await channel.unary(f"/{SERVICE}/Unary", RegisterRequest(), RegisterResponse)
         assert reply.lease_id == 42
 
-    run(body)
+    run(loop_run, body)
 
 
-def test_bidi_exchange_half_close_and_large_messages_both_ways() -> None:
+def test_bidi_exchange_half_close_and_large_messages_both_ways(loop_run: Runner) -> None:
     big = "x" * (3 << 20)  # beyond every default flow-control window
 
     async def body(probe: Probe, channel: GrpcChannel, _: Any) -> None:
@@ -162,10 +175,10 @@ def test_bidi_exchange_half_close_and_large_messages_both_ways() -> None:
             assert await stream.recv() is None
             assert await stream.recv() is None  # stays ended
 
-    run(body)
+    run(loop_run, body)
 
 
-def test_oversized_response_is_resource_exhausted() -> None:
+def test_oversized_response_is_resource_exhausted(loop_run: Runner) -> None:
     async def body(probe: Probe, channel: GrpcChannel, _: Any) -> None:
         small = GrpcChannel(channel.address, max_message=64)
         try:
@@ -183,10 +196,10 @@ def test_oversized_response_is_resource_exhausted() -> None:
         finally:
             await small.close()
 
-    run(body)
+    run(loop_run, body)
 
 
-def test_server_going_away_ends_open_calls_unavailable_then_reconnects() -> None:
+def test_server_going_away_ends_open_calls_unavailable_then_reconnects(loop_run: Runner) -> None:
     async def main() -> None:
         probe = Probe()
         server, address = await start_server(probe)
@@ -212,10 +225,10 @@ def test_server_going_away_ends_open_calls_unavailable_then_reconnects() -> None
             await channel.close()
             await server.stop(None)
 
-    asyncio.run(asyncio.wait_for(main(), 20))
+    loop_run(asyncio.wait_for(main(), 20))
 
 
-def test_nothing_listening_is_unavailable_naming_the_address() -> None:
+def test_nothing_listening_is_unavailable_naming_the_address(loop_run: Runner) -> None:
     async def main() -> None:
         address = f"127.0.0.1:{free_port()}"
         channel = GrpcChannel(address)
@@ -227,10 +240,10 @@ def test_nothing_listening_is_unavailable_naming_the_address() -> None:
             await channel.stream("/x.Y/Z", connect_timeout=2)
         assert info.value.code is StatusCode.UNAVAILABLE
 
-    asyncio.run(main())
+    loop_run(main())
 
 
-def test_a_server_that_closes_at_once_is_unavailable() -> None:
+def test_a_server_that_closes_at_once_is_unavailable(loop_run: Runner) -> None:
     async def main() -> None:
         async def slam(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             writer.close()
@@ -247,7 +260,7 @@ def test_a_server_that_closes_at_once_is_unavailable() -> None:
             server.close()
             await server.wait_closed()
 
-    asyncio.run(main())
+    loop_run(main())
 
 
 def test_bad_address_is_a_precise_error() -> None:
