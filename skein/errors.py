@@ -2,11 +2,17 @@
 
 Expected failures derive from SkeinError and carry the gRPC status code they
 map to; anything else is a bug and propagates.
+
+`code` is a grpc.StatusCode resolved on first read: the sidecar imports this
+module but not grpcio (11 MB of RSS it cannot afford), and never reads it.
 """
 
 from __future__ import annotations
 
-import grpc
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import grpc
 
 __all__ = [
     "AddressError",
@@ -18,16 +24,33 @@ __all__ = [
 ]
 
 
+class _Code:
+    """A class attribute reading as `grpc.StatusCode.<name>`; an instance may assign its own."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __get__(self, obj: object, owner: Any = None) -> grpc.StatusCode:
+        if obj is not None and "code" in vars(obj):
+            return vars(obj)["code"]
+        import grpc
+
+        return getattr(grpc.StatusCode, self._name)
+
+    def __set__(self, obj: object, value: grpc.StatusCode) -> None:
+        vars(obj)["code"] = value
+
+
 class SkeinError(Exception):
     """Root of expected failures."""
 
-    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    code = _Code("INTERNAL")
 
 
 class ConfigError(SkeinError):
     """A resource or flag is invalid. `field` names where (`spec.timeout`)."""
 
-    code = grpc.StatusCode.INVALID_ARGUMENT
+    code = _Code("INVALID_ARGUMENT")
 
     def __init__(self, field: str, reason: str, *, where: str = "") -> None:
         self.field = field
@@ -42,16 +65,16 @@ class AddressError(ConfigError):
 
 
 class NotFoundError(SkeinError):
-    code = grpc.StatusCode.NOT_FOUND
+    code = _Code("NOT_FOUND")
 
 
 class ConflictError(SkeinError):
     """A conditional write lost: the stored version moved on."""
 
-    code = grpc.StatusCode.ABORTED
+    code = _Code("ABORTED")
 
 
 class StoreUnavailableError(SkeinError):
     """etcd did not answer."""
 
-    code = grpc.StatusCode.UNAVAILABLE
+    code = _Code("UNAVAILABLE")

@@ -2,7 +2,10 @@
 
 One implementation serves the control daemon (validate on Apply), the sidecar
 (parse every snapshot, NACK on ConfigError) and the CLI (load manifests).
+The manifest functions load on first use, so the sidecar never imports yaml.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from skein.config.kinds import (
     KINDS,
@@ -13,7 +16,6 @@ from skein.config.kinds import (
     resource_message,
     resource_name,
 )
-from skein.config.manifest import load_manifests, parse_manifest, resource_to_manifest
 from skein.config.model import (
     Algorithm,
     ClusterConfig,
@@ -23,6 +25,20 @@ from skein.config.model import (
 )
 from skein.config.snapshot import parse_snapshot
 from skein.config.validate import check_name, format_duration, validate_resource
+
+if TYPE_CHECKING:
+    from skein.config.manifest import load_manifests, parse_manifest, resource_to_manifest
+
+_MANIFEST = ("load_manifests", "parse_manifest", "resource_to_manifest")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MANIFEST:
+        from skein.config import manifest
+
+        return getattr(manifest, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "KINDS",
