@@ -1,4 +1,4 @@
-"""The sidecar data plane: an HTTP/2 frame relay (h2 + asyncio), HTTP/1.1 on the same engine.
+"""The sidecar data plane: an HTTP/2 frame relay (own sans-IO codec + asyncio), HTTP/1.1 too.
 
 Public API: `UpstreamPool`, `start_listener`, `Listener`; the dispatcher seam
 is in `sidecar.transport.contract`.

@@ -2,10 +2,10 @@
 
 Invariants:
 - one Exchange per request stream, keyed by its downstream stream id;
-- protocol errors from the client end the connection with the GOAWAY h2
-  chose (RFC 9113 section 5.4.1), and every exchange on it is cancelled;
-- a malformed request or trailer block (checked by `scan_request`, cheaper
-  than h2's own validation) resets only its stream with PROTOCOL_ERROR;
+- protocol errors from the client end the connection with the GOAWAY the
+  codec chose (RFC 9113 section 5.4.1), and every exchange on it is cancelled;
+- a malformed request or trailer block (checked by `scan_request`) resets
+  only its stream with PROTOCOL_ERROR;
 - graceful shutdown sends GOAWAY(last seen stream id), refuses later streams
   with REFUSED_STREAM and closes once the in-flight streams are done.
 """
@@ -17,27 +17,25 @@ from collections.abc import Callable
 from typing import Any
 
 import structlog
-from h2.errors import ErrorCodes
-from h2.events import (
-    ConnectionTerminated,
-    DataReceived,
-    RemoteSettingsChanged,
-    RequestReceived,
-    StreamEnded,
-    StreamReset,
-    TrailersReceived,
-    WindowUpdated,
-)
-from h2.exceptions import ProtocolError, StreamClosedError
-from hyperframe.frame import GoAwayFrame
 
 from sidecar.transport.dispatch import StreamStarter
 from sidecar.transport.exchange import Exchange
+from sidecar.transport.frames import INTERNAL_ERROR, NO_ERROR, PROTOCOL_ERROR, REFUSED_STREAM
 from sidecar.transport.h2conn import (
+    EV_DATA,
+    EV_DATA_END,
+    EV_GOAWAY,
+    EV_HEADERS,
+    EV_RESET,
+    EV_SETTINGS,
+    EV_TRAILERS,
+    EV_WINDOW,
+    ConnectionFailed,
+    Event,
+    H2Connection,
+    StreamGone,
     flush_dirty,
     mark_dirty,
-    new_server_connection,
-    send_flow_controlled,
 )
 from sidecar.transport.headers import (
     Header,
@@ -51,10 +49,6 @@ __all__ = ["H2Downstream"]
 
 _log = structlog.get_logger("sidecar.transport")
 
-_NO_ERROR = int(ErrorCodes.NO_ERROR)
-_REFUSED = int(ErrorCodes.REFUSED_STREAM)
-_PROTOCOL_ERROR = int(ErrorCodes.PROTOCOL_ERROR)
-
 
 class H2Downstream(asyncio.Protocol):
     """Serves one client connection; relays each stream through the starter."""
@@ -62,7 +56,7 @@ class H2Downstream(asyncio.Protocol):
     def __init__(self, starter: StreamStarter, on_closed: Callable[[Any], None]) -> None:
         self.starter = starter
         self.on_closed = on_closed
-        self.h2 = new_server_connection()
+        self.h2 = H2Connection(client=False)
         self.transport: asyncio.Transport | None = None
         self.streams: dict[int, Exchange] = {}
         self.dirty = False
@@ -78,10 +72,9 @@ class H2Downstream(asyncio.Protocol):
         mark_dirty(self)
 
     def data_received(self, data: bytes) -> None:
-        h2 = self.h2
         try:
-            events: list[Any] = h2.receive_data(data)
-        except ProtocolError:
+            events = self.h2.receive_data(data)
+        except ConnectionFailed:
             self._abort()
             flush_dirty()
             return
@@ -89,45 +82,41 @@ class H2Downstream(asyncio.Protocol):
             self._handle(events)
         except Exception as exc:  # a bug must cost this connection, never the listener
             _log.warning("downstream_connection_failed", error=repr(exc), exc_info=True)
-            h2.close_connection(ErrorCodes.INTERNAL_ERROR)
+            self.h2.close(INTERNAL_ERROR)
             self._abort()
         flush_dirty()
 
-    def _handle(self, events: list[Any]) -> None:
+    def _handle(self, events: list[Event]) -> None:
         h2 = self.h2
         streams = self.streams
-        for ev in events:
-            kind = type(ev)
-            if kind is DataReceived:
-                ex = streams.get(ev.stream_id)
+        for kind, sid, payload, arg in events:
+            if EV_DATA <= kind <= EV_DATA_END:
+                ex = streams.get(sid)
                 if ex is None:
-                    h2.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                    h2.ack(sid, arg)
                 else:
-                    size = len(ev.data)
-                    ex.req_data(ev.data, ev.flow_controlled_length - size)
-            elif kind is RequestReceived:
-                self._request(ev)
-            elif kind is StreamEnded:
-                ex = streams.get(ev.stream_id)
-                if ex is not None:
-                    ex.req_finished(None)
-            elif kind is WindowUpdated:
-                self._window_opened(ev.stream_id)
-            elif kind is StreamReset:
-                ex = streams.get(ev.stream_id)
-                if ex is not None:
-                    ex.down_reset()
-            elif kind is TrailersReceived:
-                ex = streams.get(ev.stream_id)
-                if trailers_error(ev.headers):
-                    self.d_reset_sid(ev.stream_id, _PROTOCOL_ERROR)
+                    ex.req_data(payload, arg - len(payload))
+                    if kind == EV_DATA_END:
+                        ex.req_finished(None)
+            elif kind == EV_HEADERS:
+                self._request(sid, payload, arg)
+            elif kind == EV_WINDOW:
+                self._window_opened(sid)
+            elif kind == EV_TRAILERS:
+                ex = streams.get(sid)
+                if trailers_error(payload):
+                    self.d_reset_sid(sid, PROTOCOL_ERROR)
                     if ex is not None:
                         ex.down_reset()
                 elif ex is not None:
-                    ex.req_finished(ev.headers)
-            elif kind is RemoteSettingsChanged:
+                    ex.req_finished(payload)
+            elif kind == EV_RESET:
+                ex = streams.get(sid)
+                if ex is not None:
+                    ex.down_reset()
+            elif kind == EV_SETTINGS:
                 self._window_opened(0)
-            elif kind is ConnectionTerminated:
+            elif kind == EV_GOAWAY:
                 self.draining = True
                 self._maybe_close()
         mark_dirty(self)
@@ -148,26 +137,19 @@ class H2Downstream(asyncio.Protocol):
 
     # -- streams -----------------------------------------------------------------
 
-    def _request(self, ev: Any) -> None:
-        sid: int = ev.stream_id
+    def _request(self, sid: int, headers: list[Header], end: int) -> None:
+        if not self.h2.is_open(sid):
+            return  # reset later in the same batch (a stream error of the codec)
         if self.draining and sid > self.goaway_last:
-            self.h2.reset_stream(sid, _REFUSED)
+            self.h2.reset(sid, REFUSED_STREAM)
             return
         self.requests += 1
-        headers = ev.headers
         head = scan_request(headers)
         if head.error:
             # RFC 9113 8.1.1: a malformed request is a stream error of type PROTOCOL_ERROR.
-            self.h2.reset_stream(sid, _PROTOCOL_ERROR)
+            self.h2.reset(sid, PROTOCOL_ERROR)
             return
-        ex = Exchange(
-            self,
-            sid,
-            headers if type(headers) is list else list(headers),
-            head.is_grpc,
-            ev.stream_ended is not None,
-            head.timeout_index,
-        )
+        ex = Exchange(self, sid, headers, head.is_grpc, bool(end), head.timeout_index)
         self.streams[sid] = ex
         self.starter.begin(ex, head)
 
@@ -183,30 +165,30 @@ class H2Downstream(asyncio.Protocol):
 
     # -- Exchange's Downstream interface --------------------------------------------
 
-    # h2 may have closed a stream under us within the same batch (for example,
-    # it answered a protocol violation with RST_STREAM): such a send raises
-    # StreamClosedError, and the exchange is then over.
+    # The codec may have closed a stream under us within the same batch (for
+    # example, it answered a protocol violation with RST_STREAM): such a send
+    # raises StreamGone, and the exchange is then over.
 
     def d_headers(self, ex: Exchange, headers: list[Header], end: bool) -> None:
         mark_dirty(self)
         try:
-            self.h2.send_headers(ex.down_sid, headers, end_stream=end)
-        except StreamClosedError:
+            self.h2.send_headers(ex.down_sid, headers, end)
+        except StreamGone:
             ex.finish(False)
 
     def d_data(self, ex: Exchange, data: bytes, end: bool) -> int:
         mark_dirty(self)
         try:
-            return send_flow_controlled(self.h2, ex.down_sid, data, end)
-        except StreamClosedError:
+            return self.h2.send_data(ex.down_sid, data, end)
+        except StreamGone:
             ex.finish(False)
             return len(data)
 
     def d_trailers(self, ex: Exchange, headers: list[Header]) -> None:
         mark_dirty(self)
         try:
-            self.h2.send_headers(ex.down_sid, headers, end_stream=True)
-        except StreamClosedError:
+            self.h2.send_headers(ex.down_sid, headers, True)
+        except StreamGone:
             ex.finish(False)
 
     def d_reset(self, ex: Exchange, code: int) -> None:
@@ -214,27 +196,23 @@ class H2Downstream(asyncio.Protocol):
 
     def d_reset_sid(self, sid: int, code: int) -> None:
         """RST_STREAM `sid` unless it is closed already."""
-        stream = self.h2.streams.get(sid)
-        if stream is not None and not stream.closed:
-            self.h2.reset_stream(sid, code)
-            mark_dirty(self)
+        self.h2.reset(sid, code)
+        mark_dirty(self)
 
     def d_ack(self, ex: Exchange, size: int) -> None:
-        self.h2.acknowledge_received_data(size, ex.down_sid)
+        self.h2.ack(ex.down_sid, size)
         mark_dirty(self)
 
     def d_error(self, ex: Exchange, grpc_status: int, http_status: int, message: str) -> None:
         mark_dirty(self)
         try:
             if ex.is_grpc:
-                self.h2.send_headers(
-                    ex.down_sid, grpc_error_headers(grpc_status, message), end_stream=True
-                )
+                self.h2.send_headers(ex.down_sid, grpc_error_headers(grpc_status, message), True)
             else:
                 headers, body = http_error_response(http_status, message)
-                self.h2.send_headers(ex.down_sid, headers)
-                send_flow_controlled(self.h2, ex.down_sid, body, True)
-        except StreamClosedError:
+                self.h2.send_headers(ex.down_sid, headers, False)
+                self.h2.send_data(ex.down_sid, body, True)
+        except StreamGone:
             pass
 
     def d_done(self, ex: Exchange) -> None:
@@ -242,10 +220,9 @@ class H2Downstream(asyncio.Protocol):
         self.streams.pop(sid, None)
         if self.closed:
             return
-        stream = self.h2.streams.get(sid)
-        if stream is not None and not stream.closed:
+        if self.h2.is_open(sid):
             # The answer is complete; the caller need not send the rest (RFC 9113 8.1).
-            self.h2.reset_stream(sid, _NO_ERROR)
+            self.h2.reset(sid, NO_ERROR)
             mark_dirty(self)
         if self.draining and not self.streams:
             self._maybe_close()
@@ -257,11 +234,9 @@ class H2Downstream(asyncio.Protocol):
         if self.closed or self.draining:
             return
         self.draining = True
-        self.goaway_last = self.h2.highest_inbound_stream_id
+        self.goaway_last = self.h2.highest_remote
+        self.h2.close(NO_ERROR, self.goaway_last)
         self.flush()
-        if self.transport is not None and not self.transport.is_closing():
-            frame = GoAwayFrame(0, last_stream_id=self.goaway_last, error_code=_NO_ERROR)
-            self.transport.write(frame.serialize())
         self._maybe_close()
 
     def _maybe_close(self) -> None:
@@ -270,7 +245,7 @@ class H2Downstream(asyncio.Protocol):
         self.closed = True
         transport = self.transport
         if transport is not None and not transport.is_closing():
-            self.h2.close_connection()
+            self.h2.close(NO_ERROR)
             self.flush()
             transport.close()
 
@@ -279,12 +254,12 @@ class H2Downstream(asyncio.Protocol):
         self._cancel_all()
         self.closed = True
         if self.transport is not None and not self.transport.is_closing():
-            self.h2.close_connection()
+            self.h2.close(NO_ERROR)
             self.flush()
             self.transport.close()
 
     def _abort(self) -> None:
-        """The client broke the protocol: h2 queued the GOAWAY; send it and close."""
+        """The client broke the protocol: the codec queued the GOAWAY; send it and close."""
         self.closed = True
         self.flush()
         self._cancel_all()

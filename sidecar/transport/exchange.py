@@ -17,9 +17,8 @@ import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
-from h2.errors import ErrorCodes
-
 from sidecar.transport.deadline import format_grpc_timeout
+from sidecar.transport.frames import CANCEL as _CANCEL
 from sidecar.transport.headers import Header, grpc_status_of, percent_encode_grpc_message
 
 if TYPE_CHECKING:
@@ -29,7 +28,7 @@ __all__ = ["DEADLINE_EXCEEDED", "UNAVAILABLE", "Downstream", "Exchange", "Upstre
 
 DEADLINE_EXCEEDED = 4
 UNAVAILABLE = 14
-CANCEL = int(ErrorCodes.CANCEL)
+CANCEL = _CANCEL
 
 
 class Downstream(Protocol):
@@ -326,8 +325,15 @@ class Exchange:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        # Bytes dropped unforwarded still reopen the connection windows.
+        dropped = self.req_buf
         self.req_buf = None
+        if dropped:
+            self.down.d_ack(self, len(dropped))
+        dropped = self.resp_buf
         self.resp_buf = None
+        if dropped and self.up is not None:
+            self.up.u_ack(self, len(dropped))
         self.down.d_done(self)
         if self.up is not None:
             self.up.u_done(self)

@@ -18,26 +18,24 @@ import contextlib
 from typing import Any
 
 import structlog
-from h2.errors import ErrorCodes
-from h2.events import (
-    ConnectionTerminated,
-    DataReceived,
-    InformationalResponseReceived,
-    RemoteSettingsChanged,
-    ResponseReceived,
-    StreamEnded,
-    StreamReset,
-    TrailersReceived,
-    WindowUpdated,
-)
-from h2.exceptions import ProtocolError, StreamClosedError
 
 from sidecar.transport.exchange import Exchange
+from sidecar.transport.frames import CANCEL, REFUSED_STREAM
 from sidecar.transport.h2conn import (
+    EV_DATA,
+    EV_DATA_END,
+    EV_GOAWAY,
+    EV_HEADERS,
+    EV_RESET,
+    EV_SETTINGS,
+    EV_TRAILERS,
+    EV_WINDOW,
+    ConnectionFailed,
+    Event,
+    H2Connection,
+    StreamGone,
     flush_dirty,
     mark_dirty,
-    new_client_connection,
-    send_flow_controlled,
 )
 from sidecar.transport.headers import Header
 
@@ -48,8 +46,6 @@ CONNECT_TIMEOUT = 10.0
 # RFC 9113: no limit until the peer's SETTINGS say one; streams beyond a
 # lower advertised limit wait on the connection for a slot.
 _ASSUMED_MAX_STREAMS = 1000
-_CANCEL = int(ErrorCodes.CANCEL)
-_REFUSED = int(ErrorCodes.REFUSED_STREAM)
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -59,7 +55,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.pool = pool
         self.address = address
         self.label = f"{address[0]}:{address[1]}"
-        self.h2 = new_client_connection()
+        self.h2 = H2Connection(client=True)
         self.transport: asyncio.Transport | None = None
         self.streams: dict[int, Exchange] = {}
         self.waiting: list[Exchange] = []
@@ -90,10 +86,9 @@ class UpstreamConnection(asyncio.Protocol):
         if len(self.streams) >= self.max_streams:
             self.waiting.append(ex)
             return
-        sid: int = h2.get_next_available_stream_id()
         headers = ex.request_headers(asyncio.get_running_loop().time())
         end = ex.req_end and ex.req_buf is None and ex.req_trailers is None
-        h2.send_headers(sid, headers, end_stream=end)
+        sid = h2.open_stream(headers, end)
         self.streams[sid] = ex
         mark_dirty(self)
         ex.started(self, sid)
@@ -114,17 +109,17 @@ class UpstreamConnection(asyncio.Protocol):
     def u_data(self, ex: Exchange, data: bytes, end: bool) -> int:
         mark_dirty(self)
         try:
-            return send_flow_controlled(self.h2, ex.up_sid, data, end)
-        except StreamClosedError:
+            return self.h2.send_data(ex.up_sid, data, end)
+        except StreamGone:
             return len(data)  # the upstream is done with this stream; drop what is left
 
     def u_trailers(self, ex: Exchange, headers: list[Header]) -> None:
         mark_dirty(self)
-        with contextlib.suppress(StreamClosedError):
-            self.h2.send_headers(ex.up_sid, headers, end_stream=True)
+        with contextlib.suppress(StreamGone):
+            self.h2.send_headers(ex.up_sid, headers, True)
 
     def u_ack(self, ex: Exchange, size: int) -> None:
-        self.h2.acknowledge_received_data(size, ex.up_sid)
+        self.h2.ack(ex.up_sid, size)
         mark_dirty(self)
 
     def u_done(self, ex: Exchange) -> None:
@@ -135,9 +130,8 @@ class UpstreamConnection(asyncio.Protocol):
             return
         if self.streams.pop(sid, None) is None or self.closed:
             return
-        stream = self.h2.streams.get(sid)
-        if stream is not None and not stream.closed:
-            self.h2.reset_stream(sid, _CANCEL)
+        if self.h2.is_open(sid):
+            self.h2.reset(sid, CANCEL)
             mark_dirty(self)
         if self.waiting and self.transport is not None:
             self._start(self.waiting.pop(0))
@@ -160,8 +154,8 @@ class UpstreamConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         try:
-            events: list[Any] = self.h2.receive_data(data)
-        except ProtocolError as exc:
+            events = self.h2.receive_data(data)
+        except ConnectionFailed as exc:
             self.flush()
             self._fail_all(f"upstream {self.label}: protocol error: {exc}")
             self.close()
@@ -175,41 +169,35 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
         flush_dirty()
 
-    def _handle(self, events: list[Any]) -> None:
+    def _handle(self, events: list[Event]) -> None:
         streams = self.streams
-        for ev in events:
-            kind = type(ev)
-            if kind is DataReceived:
-                ex = streams.get(ev.stream_id)
+        for kind, sid, payload, arg in events:
+            if EV_DATA <= kind <= EV_DATA_END:
+                ex = streams.get(sid)
                 if ex is None:
-                    self.h2.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                    self.h2.ack(sid, arg)
                 else:
-                    size = len(ev.data)
-                    ex.resp_data(ev.data, ev.flow_controlled_length - size)
-            elif kind is ResponseReceived:
-                ex = streams.get(ev.stream_id)
+                    ex.resp_data(payload, arg - len(payload))
+                    if kind == EV_DATA_END:
+                        ex.resp_finished(None)
+            elif kind == EV_HEADERS:
+                ex = streams.get(sid)
                 if ex is not None:
-                    ex.resp_headers(ev.headers, ev.stream_ended is not None)
-            elif kind is TrailersReceived:
-                ex = streams.get(ev.stream_id)
+                    ex.resp_headers(payload, bool(arg))
+            elif kind == EV_TRAILERS:
+                ex = streams.get(sid)
                 if ex is not None:
-                    ex.resp_finished(ev.headers)
-            elif kind is StreamEnded:
-                ex = streams.get(ev.stream_id)
+                    ex.resp_finished(payload)
+            elif kind == EV_WINDOW:
+                self._window_opened(sid)
+            elif kind == EV_RESET:
+                ex = streams.get(sid)
                 if ex is not None:
-                    ex.resp_finished(None)
-            elif kind is WindowUpdated:
-                self._window_opened(ev.stream_id)
-            elif kind is StreamReset:
-                ex = streams.get(ev.stream_id)
-                if ex is not None:
-                    ex.up_reset(int(ev.error_code))
-            elif kind is RemoteSettingsChanged:
-                self._settings_changed(ev)
-            elif kind is ConnectionTerminated:
-                self._goaway(ev.last_stream_id, ev.error_code)
-            elif kind is InformationalResponseReceived:
-                pass  # 1xx are hop-local; the final response follows
+                    ex.up_reset(arg)
+            elif kind == EV_SETTINGS:
+                self._settings_changed()
+            elif kind == EV_GOAWAY:
+                self._goaway(sid, arg)
         mark_dirty(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -239,8 +227,8 @@ class UpstreamConnection(asyncio.Protocol):
             if ex.req_buf is not None:
                 ex.drain_req()
 
-    def _settings_changed(self, ev: Any) -> None:
-        limit = self.h2.remote_settings.max_concurrent_streams
+    def _settings_changed(self) -> None:
+        limit = self.h2.peer_max_streams
         self.max_streams = limit if limit < 1 << 20 else 1 << 20
         self._window_opened(0)
 
@@ -250,7 +238,7 @@ class UpstreamConnection(asyncio.Protocol):
         for sid, ex in list(self.streams.items()):
             if sid > last_stream_id:
                 self.streams.pop(sid, None)
-                ex.up_reset(_REFUSED)
+                ex.up_reset(REFUSED_STREAM)
         if not self.streams:
             self.close()
 
@@ -268,7 +256,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.pool._forget(self)
         transport = self.transport
         if transport is not None and not transport.is_closing():
-            self.h2.close_connection()
+            self.h2.close(0, 0)
             self.flush()
             transport.close()
 
