@@ -63,6 +63,7 @@ class ControlOptions:
     prefix: str = DEFAULT_PREFIX
     lease_ttl: int = 10
     coalesce: float = 0.002
+    coalesce_max: float = 0.1
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -101,7 +102,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=2.0,
         metavar="MS",
-        help="collect watch events this long before rebuilding snapshots (default 2)",
+        help="rebuild snapshots once watch events have been quiet this long (default 2)",
+    )
+    parser.add_argument(
+        "--coalesce-max-ms",
+        type=float,
+        default=100.0,
+        metavar="MS",
+        help="but at most this long after the first event of a burst (default 100)",
     )
     parser.add_argument(
         "--log-level", default="info", choices=("debug", "info", "warning", "error")
@@ -112,8 +120,14 @@ def options_from_args(args: argparse.Namespace) -> ControlOptions:
     """Parse and check flags; raises ConfigError naming the flag."""
     if args.lease_ttl < 1 or args.lease_ttl > 3600:
         raise ConfigError("--lease-ttl", f"must be 1-3600 seconds, got {args.lease_ttl}")
-    if args.coalesce_ms < 0 or args.coalesce_ms > 1000:
-        raise ConfigError("--coalesce-ms", f"must be 0-1000, got {args.coalesce_ms}")
+    if not 0 <= args.coalesce_ms <= 1000:
+        raise ConfigError("--coalesce-ms", f"must be 0-1000, got {args.coalesce_ms:g}")
+    if not args.coalesce_ms <= args.coalesce_max_ms <= 10_000:
+        raise ConfigError(
+            "--coalesce-max-ms",
+            f"must be between --coalesce-ms ({args.coalesce_ms:g}) and 10000, "
+            f"got {args.coalesce_max_ms:g}",
+        )
     prefix = args.prefix if args.prefix.endswith("/") else args.prefix + "/"
     if not prefix.startswith("/"):
         raise ConfigError("--prefix", f"must start with '/', got {args.prefix!r}")
@@ -124,6 +138,7 @@ def options_from_args(args: argparse.Namespace) -> ControlOptions:
         prefix=prefix,
         lease_ttl=args.lease_ttl,
         coalesce=args.coalesce_ms / 1000,
+        coalesce_max=args.coalesce_max_ms / 1000,
     )
 
 
@@ -175,6 +190,7 @@ async def serve(options: ControlOptions) -> int:
         metrics,
         lease_ttl=options.lease_ttl,
         coalesce=options.coalesce,
+        coalesce_max=options.coalesce_max,
     )
     operator = OperatorService(store, layout, metrics, lambda: mirror.config_revision)
     server.add_generic_rpc_handlers((discovery.handlers(), operator.handlers()))

@@ -5,8 +5,9 @@ I/O): the cache decides what to write; the handler writes the bytes it is
 handed (serialized once per distinct snapshot, so the response serializer
 of Stream is the identity) and feeds every request back to the cache.
 
-A burst of watch events is coalesced: the first event arms a rebuild that
-runs `coalesce` seconds later and sees everything that arrived meanwhile.
+A burst of watch events is coalesced (control.coalesce): the rebuild runs
+once the events have been quiet for `coalesce` seconds, or `coalesce_max`
+after the first, and sees everything that arrived meanwhile.
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ import grpc
 from google.protobuf import json_format  # type: ignore[import-untyped]
 
 from control.cache import Outcome, SnapshotCache
+from control.coalesce import Coalescer
 from control.mirror import Mirror
 from control.stats import ControlMetrics
 from control.status import StatusWriter
 from control.store import EtcdStore, KeyLayout
+from skein.clock import Clock, MonotonicClock
 from skein.config import check_name, make_resource, validate_resource
 from skein.errors import ConfigError, NotFoundError, SkeinError
 from skein.logging import get_logger
@@ -69,6 +72,8 @@ class DiscoveryService:
         *,
         lease_ttl: int = 10,
         coalesce: float = 0.002,
+        coalesce_max: float = 0.1,
+        clock: Clock | None = None,
     ) -> None:
         self.store = store
         self.layout = layout
@@ -77,7 +82,8 @@ class DiscoveryService:
         self.status = status
         self.metrics = metrics
         self.lease_ttl = lease_ttl
-        self.coalesce = coalesce
+        self._clock = clock or MonotonicClock()
+        self._coalescer = Coalescer(coalesce, max(coalesce, coalesce_max))
         self._changed = asyncio.Event()
         self._push_count = metrics.pushes.labels()
         self._acks = metrics.acks.labels()
@@ -89,13 +95,18 @@ class DiscoveryService:
 
     def mirror_changed(self) -> None:
         """Called by the watcher; cheap and synchronous."""
+        self._coalescer.event(self._clock.now())
         self._changed.set()
 
     async def run_rebuilds(self) -> None:
         while True:
             await self._changed.wait()
-            await asyncio.sleep(self.coalesce)
             self._changed.clear()
+            # Sleep to the due time, then look again: events meanwhile moved it on.
+            # (Waking on every event instead would only recompute the same deadline.)
+            while delay := self._coalescer.wait_time(self._clock.now()) or 0.0:  # noqa: ASYNC110
+                await asyncio.sleep(delay)
+            self._coalescer.fired()
             if not self.mirror.loaded:
                 continue
             self.cache.rebuild(self.mirror.revision)

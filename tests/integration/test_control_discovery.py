@@ -86,7 +86,9 @@ def test_burst_coalesces_and_bad_stored_value_is_nacked(
     etcd: LocalEtcd, procs: ProcessGroup
 ) -> None:
     prefix = unique_prefix()
-    daemon = start_control(procs, etcd, prefix)
+    # The burst is 50 writes spread over 10-40 ms (more on a loaded machine) with gaps of a
+    # few ms; a 20 ms quiet period makes it a burst by the daemon's own definition.
+    daemon = start_control(procs, etcd, prefix, "control", "--coalesce-ms", "20")
     layout = KeyLayout(prefix)
 
     async def scenario() -> None:
