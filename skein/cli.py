@@ -15,15 +15,14 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
-
-import grpc
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from skein.addr import HostPort, parse_hostport_list
-from skein.client import DEFAULT_CONTROL, ControlUnreachableError, OperatorCallError, OperatorClient
 from skein.errors import ConfigError
 from skein.v1 import operator_pb2, resources_pb2
+
+if TYPE_CHECKING:  # grpcio and yaml load only for operator commands: not in the sidecar
+    from skein.client import OperatorClient
 
 __all__ = [
     "EXIT_FAILURE",
@@ -111,6 +110,8 @@ def format_resources(
 ) -> str:
     """Render resources as a table (one per kind), YAML documents or JSON."""
     if output == "yaml":
+        import yaml
+
         return yaml.safe_dump_all([to_manifest(r) for r in resources], sort_keys=False).rstrip()
     if output == "json":
         items = [to_manifest(r) for r in resources]
@@ -195,6 +196,8 @@ def wait_for_version(
 
 
 def _client(args: argparse.Namespace) -> OperatorClient:
+    from skein.client import DEFAULT_CONTROL, OperatorClient
+
     raw = args.control or os.environ.get("SKEIN_CONTROL") or DEFAULT_CONTROL
     source = (
         "--control"
@@ -218,6 +221,10 @@ def _manifest_helpers() -> tuple[
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
+    import grpc
+
+    from skein.client import OperatorCallError
+
     load, _ = _manifest_helpers()
     if not os.path.exists(args.file):
         raise UsageError(f"-f {args.file}: no such file or directory")
@@ -333,6 +340,9 @@ def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in _DAEMONS:
         _add_daemon(sub, name, chosen)
+    if chosen in _DAEMONS:
+        return parser  # a daemon needs none of the operator commands (nor grpcio)
+    from skein.client import DEFAULT_CONTROL
 
     api = argparse.ArgumentParser(add_help=False)
     api.add_argument(
@@ -413,6 +423,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     run: Callable[[argparse.Namespace], int] = args.run
     if getattr(args, "daemon", False):
         return run(args)
+    import grpc
+
+    from skein.client import ControlUnreachableError, OperatorCallError
+
     try:
         return run(args)
     except UsageError as err:
