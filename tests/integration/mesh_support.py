@@ -273,3 +273,12 @@ def restart_control_at(
     daemon.addresses["listen"] = listen
     daemon.wait_ready(20)
     return daemon
+
+
+def process_footprint(pid: int) -> tuple[int, int, str]:
+    """(VmRSS KiB, VmHWM KiB, /proc/PID/maps text) of a running process."""
+    with open(f"/proc/{pid}/status") as f:
+        fields = dict(line.split(":", 1) for line in f if ":" in line)
+    with open(f"/proc/{pid}/maps") as f:
+        maps = f.read()
+    return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0]), maps

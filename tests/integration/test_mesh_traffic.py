@@ -10,7 +10,13 @@ import pytest
 
 from skein.launch import ProcessGroup
 from skein.localetcd import LocalEtcd
-from tests.integration.mesh_support import Mesh, method, start_mesh, wait_for
+from tests.integration.mesh_support import (
+    Mesh,
+    method,
+    process_footprint,
+    start_mesh,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -112,3 +118,14 @@ def test_service_without_endpoints_fails_fast_naming_it(mesh: Mesh) -> None:
         method(ch, "Unary")(b"x", timeout=5)
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "'nosuch'" in info.value.details() and "unknown service" in info.value.details()
+
+
+def test_sidecars_load_no_grpcio_and_stay_small(mesh: Mesh, channel: grpc.Channel) -> None:
+    """The RSS budget (40 MB under load) leaves no room for grpcio's C core or yaml."""
+    for _ in range(200):
+        assert method(channel, "Unary")(b"x" * 1024, timeout=5) == b"x" * 1024
+    for sidecar in (mesh.client, mesh.echo):
+        rss, hwm, maps = process_footprint(sidecar.pid)
+        assert "cygrpc" not in maps, f"{sidecar.name} loaded grpcio"
+        assert "_yaml" not in maps, f"{sidecar.name} loaded yaml"
+        assert hwm < 40 * 1024, f"{sidecar.name}: VmHWM {hwm} KiB (VmRSS {rss} KiB)"
