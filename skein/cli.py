@@ -10,38 +10,22 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import sys
-import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from skein.addr import HostPort, parse_hostport_list
 from skein.errors import ConfigError
-from skein.v1 import operator_pb2, resources_pb2
 
 if TYPE_CHECKING:  # grpcio and yaml load only for operator commands: not in the sidecar
     from skein.client import OperatorClient
 
-__all__ = [
-    "EXIT_FAILURE",
-    "EXIT_USAGE",
-    "build_parser",
-    "format_apply",
-    "format_resources",
-    "format_status",
-    "laggards",
-    "main",
-    "resource_kind",
-    "table",
-    "wait_for_version",
-]
+__all__ = ["EXIT_FAILURE", "EXIT_USAGE", "build_parser", "main"]
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 _DAEMONS = ("control", "sidecar")
-_KINDS = {"service": "Service", "traffic_policy": "TrafficPolicy", "endpoint": "Endpoint"}
 _FIX_UNREACHABLE = (
     "start one with `skein control --etcd HOST:PORT`, or point --control / SKEIN_CONTROL "
     "at a running replica"
@@ -50,146 +34,6 @@ _FIX_UNREACHABLE = (
 
 class UsageError(Exception):
     """Bad flags or input from the operator: exit 2 with this message."""
-
-
-# ---- formatting (pure; unit-tested) -------------------------------------------------------
-
-
-def resource_kind(res: resources_pb2.Resource) -> str:
-    """The manifest kind of a Resource (`Service`), or raise UsageError if it carries none."""
-    which = res.WhichOneof("kind")
-    if which is None:
-        raise UsageError("the server returned a resource without a kind")
-    return _KINDS[which]
-
-
-def _body(res: resources_pb2.Resource) -> Any:
-    return getattr(res, res.WhichOneof("kind") or "service")
-
-
-def _duration(d: Any) -> str:
-    if d.seconds == 0 and d.nanos == 0:
-        return "-"
-    return f"{d.seconds + d.nanos / 1e9:g}s"
-
-
-def _columns(kind: str, body: Any) -> list[str]:
-    spec = body.spec
-    if kind == "Service":
-        proto = resources_pb2.Protocol.Name(spec.protocol or resources_pb2.GRPC)
-        return [proto, str(spec.port or "-"), spec.http_path or "-"]
-    if kind == "TrafficPolicy":
-        algo = spec.load_balancer.algorithm or resources_pb2.ROUND_ROBIN
-        timeout = _duration(spec.timeout) if spec.HasField("timeout") else "-"
-        return [spec.service, resources_pb2.LoadBalancerAlgorithm.Name(algo), timeout]
-    health = resources_pb2.HealthState.Name(spec.health or resources_pb2.HEALTHY)
-    return [spec.service, spec.address, str(spec.weight or 1), health]
-
-
-_HEADERS = {
-    "Service": ["PROTOCOL", "PORT", "HTTP PATH"],
-    "TrafficPolicy": ["SERVICE", "ALGORITHM", "TIMEOUT"],
-    "Endpoint": ["SERVICE", "ADDRESS", "WEIGHT", "HEALTH"],
-}
-
-
-def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Left-aligned columns, two spaces apart (kubectl style)."""
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = [
-        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-        for r in [header, *rows]
-    ]
-    return "\n".join(lines)
-
-
-def format_resources(
-    resources: Sequence[resources_pb2.Resource],
-    output: str,
-    to_manifest: Callable[[resources_pb2.Resource], dict[str, Any]],
-) -> str:
-    """Render resources as a table (one per kind), YAML documents or JSON."""
-    if output == "yaml":
-        import yaml
-
-        return yaml.safe_dump_all([to_manifest(r) for r in resources], sort_keys=False).rstrip()
-    if output == "json":
-        items = [to_manifest(r) for r in resources]
-        return json.dumps(items[0] if len(items) == 1 else {"items": items}, indent=2)
-    if not resources:
-        return "No resources found."
-    blocks: list[str] = []
-    by_kind: dict[str, list[resources_pb2.Resource]] = {}
-    for res in resources:
-        by_kind.setdefault(resource_kind(res), []).append(res)
-    for kind, group in by_kind.items():
-        rows = [
-            [_body(r).metadata.name, *_columns(kind, _body(r)), str(_body(r).metadata.version)]
-            for r in group
-        ]
-        blocks.append(table(["NAME", *_HEADERS[kind], "VERSION"], rows))
-    return "\n\n".join(blocks)
-
-
-def format_apply(response: operator_pb2.ApplyResponse, *, dry_run: bool) -> str:
-    """`service/orders created` per resource, then the version to `skein wait` for."""
-    suffix = " (dry run)" if dry_run else ""
-    lines = [f"{r.kind.lower()}/{r.name} {r.action}{suffix}" for r in response.results]
-    if dry_run:
-        lines.append("dry run: nothing was stored")
-    else:
-        lines.append(f"version {response.version}")
-    return "\n".join(lines)
-
-
-def format_status(response: operator_pb2.StatusResponse) -> str:
-    if not response.sidecars:
-        return f"No sidecars connected (store revision {response.revision})."
-    rows = []
-    for s in sorted(response.sidecars, key=lambda s: (s.node.service, s.node.instance)):
-        nack = f"{s.nack_version}: {s.nack_error}" if s.nack_error else "-"
-        rows.append(
-            [
-                s.node.instance,
-                s.node.service,
-                s.control or "-",
-                s.acked_version or "-",
-                str(s.synced_revision),
-                nack,
-            ]
-        )
-    header = ["INSTANCE", "SERVICE", "CONTROL", "ACKED", "SYNCED", "LAST NACK"]
-    return f"{table(header, rows)}\n\nstore revision {response.revision}"
-
-
-def laggards(
-    response: operator_pb2.StatusResponse, version: int
-) -> list[operator_pb2.SidecarStatus]:
-    """Connected sidecars whose configuration is not yet current for `version`."""
-    return [s for s in response.sidecars if s.synced_revision < version]
-
-
-def _describe_laggard(s: operator_pb2.SidecarStatus) -> str:
-    nack = f", last NACK: {s.nack_error}" if s.nack_error else ""
-    return f"{s.node.service}/{s.node.instance} (synced {s.synced_revision}{nack})"
-
-
-def wait_for_version(
-    status: Callable[[], operator_pb2.StatusResponse],
-    version: int,
-    timeout: float,
-    *,
-    now: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], None] = time.sleep,
-    interval: float = 0.2,
-) -> list[operator_pb2.SidecarStatus]:
-    """Poll until no sidecar lags `version`; returns the laggards left at the deadline."""
-    deadline = now() + timeout
-    while True:
-        behind = laggards(status(), version)
-        if not behind or now() >= deadline:
-            return behind
-        sleep(min(interval, max(0.0, deadline - now())))
 
 
 # ---- commands -----------------------------------------------------------------------------
@@ -211,25 +55,17 @@ def _client(args: argparse.Namespace) -> OperatorClient:
     return OperatorClient(addresses, connect_timeout=args.connect_timeout)
 
 
-def _manifest_helpers() -> tuple[
-    Callable[[str], list[resources_pb2.Resource]],
-    Callable[[resources_pb2.Resource], dict[str, Any]],
-]:
-    from skein.config import load_manifests, resource_to_manifest
-
-    return load_manifests, resource_to_manifest
-
-
 def cmd_apply(args: argparse.Namespace) -> int:
     import grpc
 
     from skein.client import OperatorCallError
+    from skein.config import load_manifests
+    from skein.output import format_apply
 
-    load, _ = _manifest_helpers()
     if not os.path.exists(args.file):
         raise UsageError(f"-f {args.file}: no such file or directory")
     try:
-        resources = load(args.file)
+        resources = load_manifests(args.file)
     except ConfigError as err:
         raise UsageError(f"invalid manifest: {err}; nothing was applied") from None
     if not resources:
@@ -259,11 +95,12 @@ def _kind(text: str) -> str:
 
 
 def cmd_get(args: argparse.Namespace) -> int:
-    _, to_manifest = _manifest_helpers()
+    from skein.output import format_resources
+
     kind = _kind(args.kind)
     with _client(args) as client:
         response = client.get(kind, args.name or "")
-    print(format_resources(response.resources, args.output, to_manifest))
+    print(format_resources(response.resources, args.output))
     return 0
 
 
@@ -277,16 +114,20 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from skein.output import format_status
+
     with _client(args) as client:
         print(format_status(client.status()))
     return 0
 
 
 def cmd_wait(args: argparse.Namespace) -> int:
+    from skein.waiting import describe_laggard, wait_for_version
+
     with _client(args) as client:
         behind = wait_for_version(client.status, args.version, args.timeout)
     if behind:
-        names = ", ".join(_describe_laggard(s) for s in behind)
+        names = ", ".join(describe_laggard(s) for s in behind)
         print(
             f"error: timed out after {args.timeout:g}s waiting for version {args.version}; "
             f"{len(behind)} sidecar(s) behind: {names}",

@@ -27,7 +27,7 @@ import grpc
 from examples.shop.health import SERVING
 from examples.shop.stats import Recorder, render
 from examples.shop.traffic import Gateway
-from skein import cli
+from skein import cli, waiting
 from skein.addr import parse_hostport_list
 from skein.client import OperatorClient
 from skein.clock import MonotonicClock
@@ -160,7 +160,7 @@ class Shop:
                 connected = len(client.status().sidecars)
                 if len(endpoints) >= expected and connected >= expected:
                     newest = max(r.endpoint.metadata.version for r in endpoints)
-                    left = cli.wait_for_version(
+                    left = waiting.wait_for_version(
                         client.status, newest, max(0.0, deadline - time.monotonic())
                     )
                     if not left:

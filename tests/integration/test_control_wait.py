@@ -13,7 +13,7 @@ import asyncio
 import pytest
 
 from control.store import EtcdStore
-from skein import cli
+from skein import cli, waiting
 from skein.addr import parse_hostport
 from skein.launch import ProcessGroup
 from skein.localetcd import LocalEtcd
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.integration
 
 
 def behind(status: operator_pb2.StatusResponse, version: int) -> list[str]:
-    return sorted(s.node.instance for s in cli.laggards(status, version))
+    return sorted(s.node.instance for s in waiting.laggards(status, version))
 
 
 def test_status_revision_is_the_configuration_and_wait_counts_only_affected(

@@ -8,9 +8,8 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from skein import cli
+from skein import output, waiting
 from skein.clock import ManualClock
-from skein.config import resource_to_manifest
 from skein.v1 import discovery_pb2, operator_pb2, resources_pb2
 
 
@@ -32,10 +31,9 @@ def policy(name: str, seconds: int) -> resources_pb2.Resource:
 
 
 def test_table_groups_by_kind_with_kind_columns() -> None:
-    out = cli.format_resources(
+    out = output.format_resources(
         [service("users", 8001), policy("orders", 20), service("orders", 8003)],
         "table",
-        resource_to_manifest,
     )
     services, policies = out.split("\n\n")
     assert services.splitlines()[0].split() == [
@@ -52,13 +50,11 @@ def test_table_groups_by_kind_with_kind_columns() -> None:
 
 
 def test_table_when_empty() -> None:
-    assert cli.format_resources([], "table", resource_to_manifest) == "No resources found."
+    assert output.format_resources([], "table") == "No resources found."
 
 
 def test_yaml_round_trips_as_manifests() -> None:
-    out = cli.format_resources(
-        [service("users", 8001), policy("users", 10)], "yaml", resource_to_manifest
-    )
+    out = output.format_resources([service("users", 8001), policy("users", 10)], "yaml")
     docs = list(yaml.safe_load_all(out))
     assert [d["kind"] for d in docs] == ["Service", "TrafficPolicy"]
     assert docs[0]["spec"]["port"] == 8001
@@ -66,11 +62,9 @@ def test_yaml_round_trips_as_manifests() -> None:
 
 
 def test_json_single_is_an_object_many_is_items() -> None:
-    one = json.loads(cli.format_resources([service("users", 1)], "json", resource_to_manifest))
+    one = json.loads(output.format_resources([service("users", 1)], "json"))
     assert one["metadata"]["name"] == "users"
-    many = json.loads(
-        cli.format_resources([service("a", 1), service("b", 2)], "json", resource_to_manifest)
-    )
+    many = json.loads(output.format_resources([service("a", 1), service("b", 2)], "json"))
     assert [i["metadata"]["name"] for i in many["items"]] == ["a", "b"]
 
 
@@ -82,12 +76,12 @@ def test_format_apply() -> None:
         ],
         version=42,
     )
-    assert cli.format_apply(response, dry_run=False).splitlines() == [
+    assert output.format_apply(response, dry_run=False).splitlines() == [
         "service/orders created",
         "trafficpolicy/orders unchanged",
         "version 42",
     ]
-    dry = cli.format_apply(response, dry_run=True).splitlines()
+    dry = output.format_apply(response, dry_run=True).splitlines()
     assert dry[0] == "service/orders created (dry run)"
     assert dry[-1] == "dry run: nothing was stored"
 
@@ -108,17 +102,17 @@ def test_format_status_lists_nacks() -> None:
         sidecars=[sidecar("users-1", 10), sidecar("orders-1", 9, "spec.timeout: must be positive")],
         revision=12,
     )
-    lines = cli.format_status(response).splitlines()
+    lines = output.format_status(response).splitlines()
     assert lines[0].split()[:5] == ["INSTANCE", "SERVICE", "CONTROL", "ACKED", "SYNCED"]
     assert lines[1].split()[:5] == ["orders-1", "orders", "127.0.0.1:15010", "9", "9"]
     assert lines[1].endswith("12: spec.timeout: must be positive")
     assert lines[2].split()[-1] == "-"
-    assert lines[-1] == "store revision 12"
+    assert lines[-1] == "configuration version 12"
 
 
 def test_format_status_empty() -> None:
-    out = cli.format_status(operator_pb2.StatusResponse(revision=3))
-    assert out == "No sidecars connected (store revision 3)."
+    out = output.format_status(operator_pb2.StatusResponse(revision=3))
+    assert out == "No sidecars connected (configuration version 3)."
 
 
 class FakeTime:
@@ -143,22 +137,22 @@ class FakeTime:
 
 def test_wait_returns_when_every_sidecar_catches_up() -> None:
     t = FakeTime(catch_up_at=1.0)
-    left = cli.wait_for_version(t.status, 20, 5.0, now=t.clock.now, sleep=t.sleep)
+    left = waiting.wait_for_version(t.status, 20, 5.0, now=t.clock.now, sleep=t.sleep)
     assert left == []
     assert 1.0 <= t.clock.now() < 1.5
 
 
 def test_wait_times_out_naming_laggards() -> None:
     t = FakeTime(catch_up_at=None)
-    left = cli.wait_for_version(t.status, 20, 2.0, now=t.clock.now, sleep=t.sleep)
+    left = waiting.wait_for_version(t.status, 20, 2.0, now=t.clock.now, sleep=t.sleep)
     assert [s.node.instance for s in left] == ["orders-1"]
     assert t.clock.now() == 2.0
 
 
 def test_laggards_boundary() -> None:
     response = operator_pb2.StatusResponse(sidecars=[sidecar("a-1", 7), sidecar("b-1", 8)])
-    assert [s.node.instance for s in cli.laggards(response, 8)] == ["a-1"]
-    assert cli.laggards(response, 7) == []
+    assert [s.node.instance for s in waiting.laggards(response, 8)] == ["a-1"]
+    assert waiting.laggards(response, 7) == []
 
 
 cells = st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=12)
@@ -171,7 +165,7 @@ cells = st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, 
 )
 def test_table_columns_line_up(rows: list[list[str]]) -> None:
     header, body = rows[0], rows[1:]
-    lines = cli.table(header, body).splitlines()
+    lines = output.table(header, body).splitlines()
     assert len(lines) == len(rows)
     for line, row in zip(lines, rows, strict=True):
         assert line.split() == row
@@ -184,3 +178,9 @@ def test_table_columns_line_up(rows: list[list[str]]) -> None:
     for line, row in zip(lines, rows, strict=True):
         for k, start in enumerate(starts):
             assert line[start:].startswith(row[k])
+
+
+def test_table_leaves_out_a_resource_without_a_kind() -> None:
+    assert output.format_resources([resources_pb2.Resource()], "table") == "No resources found."
+    out = output.format_resources([resources_pb2.Resource(), service("users", 1)], "table")
+    assert out.splitlines()[1].split()[0] == "users"
