@@ -22,6 +22,7 @@ Invariants:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 from google.protobuf import json_format  # type: ignore[import-untyped]
 
@@ -31,6 +32,7 @@ from skein.v1 import resources_pb2
 __all__ = ["BadValueHandler", "Mirror"]
 
 BadValueHandler = Callable[[bytes, str], None]
+M = TypeVar("M", resources_pb2.Service, resources_pb2.TrafficPolicy, resources_pb2.Endpoint)
 
 
 def _ignore(_key: bytes, _error: str) -> None:
@@ -101,37 +103,42 @@ class Mirror:
             return False
         return True
 
+    def _message(
+        self, key: bytes, value: bytes, message: M, name: str, mod_revision: int
+    ) -> M | None:
+        """`message` parsed from value and stamped with name and version, or None (reported)."""
+        if not self._parse(key, value, message):
+            return None
+        message.metadata.name = message.metadata.name or name
+        message.metadata.version = mod_revision
+        return message
+
     def _put(self, key: bytes, value: bytes, mod_revision: int) -> bool:
+        """Store one value; True when the key is relevant (a bad value counts as absent)."""
         parsed = self.layout.parse(key)
-        if parsed.section == "resources" and parsed.name:
+        name = parsed.name
+        if parsed.section == "resources" and name:
             if parsed.kind == "Service":
-                svc = resources_pb2.Service()
-                if not self._parse(key, value, svc):
-                    self._delete(key)
-                    return True
-                svc.metadata.name = svc.metadata.name or parsed.name
-                svc.metadata.version = mod_revision
-                self.services[parsed.name] = svc
+                svc = self._message(key, value, resources_pb2.Service(), name, mod_revision)
+                if svc is None:
+                    self.services.pop(name, None)
+                else:
+                    self.services[name] = svc
                 return True
             if parsed.kind == "TrafficPolicy":
-                self._drop_policy(parsed.name)
-                tp = resources_pb2.TrafficPolicy()
-                if not self._parse(key, value, tp):
-                    return True
-                tp.metadata.name = tp.metadata.name or parsed.name
-                tp.metadata.version = mod_revision
-                self.policies[parsed.name] = tp
-                self._policy_index.setdefault(tp.spec.service, set()).add(parsed.name)
+                self._drop_policy(name)
+                tp = self._message(key, value, resources_pb2.TrafficPolicy(), name, mod_revision)
+                if tp is not None:
+                    self.policies[name] = tp
+                    self._policy_index.setdefault(tp.spec.service, set()).add(name)
                 return True
             return False
-        if parsed.section == "endpoints" and parsed.service and parsed.name:
-            ep = resources_pb2.Endpoint()
-            if not self._parse(key, value, ep):
+        if parsed.section == "endpoints" and parsed.service and name:
+            ep = self._message(key, value, resources_pb2.Endpoint(), name, mod_revision)
+            if ep is None:
                 self._delete(key)
-                return True
-            ep.metadata.name = ep.metadata.name or parsed.name
-            ep.metadata.version = mod_revision
-            self.endpoints.setdefault(parsed.service, {})[parsed.name] = ep
+            else:
+                self.endpoints.setdefault(parsed.service, {})[name] = ep
             return True
         return False
 

@@ -42,6 +42,14 @@ def _validate(kind: str, message: object, fallback: str) -> None:
         raise ConfigError(err.field, err.reason, where=f"{kind}/{name}") from None
 
 
+def _check_cluster_name(field: str, got: str, cluster: str, where: str) -> None:
+    """A resource inside a cluster must name that cluster (else control mixed them up)."""
+    if got != cluster:
+        raise ConfigError(
+            field, f"must equal the cluster name {cluster!r}, got {got!r}", where=where
+        )
+
+
 def _timeout(policy: resources_pb2.TrafficPolicy) -> float | None:
     if not policy.spec.HasField("timeout"):
         return None
@@ -58,25 +66,23 @@ def _cluster(index: int, cluster: discovery_pb2.Cluster) -> ClusterConfig:
     protocol = Protocol.GRPC
     if cluster.HasField("service"):
         _validate("Service", cluster.service, cluster.name)
-        if cluster.service.metadata.name != cluster.name:
-            raise ConfigError(
-                "service.metadata.name",
-                f"must equal the cluster name {cluster.name!r}, "
-                f"got {cluster.service.metadata.name!r}",
-                where=f"Cluster/{cluster.name}",
-            )
+        _check_cluster_name(
+            "service.metadata.name",
+            cluster.service.metadata.name,
+            cluster.name,
+            f"Cluster/{cluster.name}",
+        )
         protocol = _PROTOCOLS[cluster.service.spec.protocol]
     algorithm = Algorithm.ROUND_ROBIN
     timeout = None
     if cluster.HasField("policy"):
         _validate("TrafficPolicy", cluster.policy, cluster.name)
-        if cluster.policy.spec.service != cluster.name:
-            raise ConfigError(
-                "spec.service",
-                f"must equal the cluster name {cluster.name!r}, "
-                f"got {cluster.policy.spec.service!r}",
-                where=f"TrafficPolicy/{cluster.policy.metadata.name}",
-            )
+        _check_cluster_name(
+            "spec.service",
+            cluster.policy.spec.service,
+            cluster.name,
+            f"TrafficPolicy/{cluster.policy.metadata.name}",
+        )
         algorithm = _ALGORITHMS[cluster.policy.spec.load_balancer.algorithm]
         timeout = _timeout(cluster.policy)
     endpoints = []
@@ -84,12 +90,7 @@ def _cluster(index: int, cluster: discovery_pb2.Cluster) -> ClusterConfig:
     for ep in cluster.endpoints:
         _validate("Endpoint", ep, cluster.name)
         name = ep.metadata.name
-        if ep.spec.service != cluster.name:
-            raise ConfigError(
-                "spec.service",
-                f"must equal the cluster name {cluster.name!r}, got {ep.spec.service!r}",
-                where=f"Endpoint/{name}",
-            )
+        _check_cluster_name("spec.service", ep.spec.service, cluster.name, f"Endpoint/{name}")
         if name in seen:
             raise ConfigError(
                 "metadata.name",
