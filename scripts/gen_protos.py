@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import grpc_tools
 from grpc_tools import protoc  # type: ignore[import-untyped]
 
+__all__ = ["Tree", "drift", "generate", "main"]
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
