@@ -12,12 +12,16 @@ nothing measurable on the loopback and LAN links a sidecar talks over.
 Invariants:
 - the encoder's output is valid at any peer SETTINGS_HEADER_TABLE_SIZE (it
   never references or alters the dynamic table);
-- the cache is bounded (`_CACHE_LIMIT` fields; it is cleared when full).
+- the caches are bounded (fields per process, blocks per connection; each
+  is cleared when full);
+- a decoded block is reused only under the very dynamic table it was decoded
+  with (the table counts its changes).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from hpack import Decoder
 from hpack.struct import NeverIndexedHeaderTuple
@@ -28,6 +32,7 @@ __all__ = ["HeaderDecoder", "encode_block", "encode_integer"]
 Header = tuple[bytes, bytes]
 
 _CACHE_LIMIT = 4096
+_BLOCK_CACHE_LIMIT = 256
 _STATIC: tuple[tuple[bytes, bytes], ...] = HeaderTable.STATIC_TABLE
 _FULL: dict[Header, int] = {}
 _NAME: dict[bytes, int] = {}
@@ -91,17 +96,58 @@ def encode_block(headers: Iterable[Header]) -> bytes:
     return b"".join(parts)
 
 
+_MAXSIZE: Any = HeaderTable.__dict__["maxsize"]  # hpack's property
+
+
+class _CountingTable(HeaderTable):  # type: ignore[misc]
+    """hpack's dynamic table, counting every change (insertion or resize)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.generation = 0
+
+    def add(self, name: bytes, value: bytes) -> None:
+        self.generation += 1
+        super().add(name, value)
+
+    def _set_maxsize(self, newmax: int) -> None:
+        self.generation += 1
+        _MAXSIZE.fset(self, newmax)
+
+    maxsize = property(_MAXSIZE.fget, _set_maxsize)
+
+
 class HeaderDecoder:
     """One connection's HPACK decoding context (the peer's dynamic table lives here).
+
+    Peers repeat the same block bytes for the same fields once their dynamic
+    table is warm (and our own encoder always does), so a block that left the
+    table untouched is remembered with the table's generation: decoding it again
+    under the same table is a dict lookup and a list copy.
 
     Raises hpack's HPACKError subclasses on undecodable input; the connection
     maps them to COMPRESSION_ERROR (or ENHANCE_YOUR_CALM when oversized).
     """
 
-    __slots__ = ("_decoder",)
+    __slots__ = ("_cache", "_decoder", "_table")
 
     def __init__(self, max_header_list_size: int) -> None:
         self._decoder = Decoder(max_header_list_size=max_header_list_size)
+        self._table = self._decoder.header_table = _CountingTable()
+        self._cache: dict[bytes, tuple[int, list[Header]]] = {}
 
     def decode(self, block: bytes) -> list[Header]:
-        return self._decoder.decode(block, raw=True)  # type: ignore[return-value]
+        """The fields of `block`, as a list the caller may change."""
+        table = self._table
+        generation = table.generation
+        hit = self._cache.get(block)
+        if hit is not None and hit[0] == generation:
+            return hit[1].copy()
+        headers: list[Header] = self._decoder.decode(block, raw=True)  # type: ignore[assignment]
+        if table.generation == generation:  # no insertion, no resize: reusable
+            cache = self._cache
+            if len(cache) >= _BLOCK_CACHE_LIMIT:
+                cache.clear()
+            cache[block] = (generation, headers)
+            return headers.copy()
+        return headers

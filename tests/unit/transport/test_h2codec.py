@@ -421,3 +421,34 @@ def test_encoded_blocks_decode_to_the_same_fields(blocks: list[list[tuple[bytes,
     decoder = Decoder()
     for block in blocks:
         assert decoder.decode(encode_block(block), raw=True) == block
+
+
+_small_fields = st.lists(
+    st.tuples(st.sampled_from([b"a", b"b", b"x-c"]), st.sampled_from([b"1", b"2", b"33"])),
+    max_size=5,
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    steps=st.lists(
+        st.one_of(_small_fields, st.sampled_from([0, 40, 4096])), min_size=1, max_size=12
+    )
+)
+def test_block_cache_decodes_like_a_fresh_decoder(steps: list[object]) -> None:
+    """Repeated blocks, insertions and table resizes: cached answers never go stale."""
+    from sidecar.transport.hpackcodec import HeaderDecoder
+
+    encoder, reference, ours = Encoder(), Decoder(), HeaderDecoder(1 << 16)
+    history: list[list[tuple[bytes, bytes]]] = []
+    for step in steps:
+        if isinstance(step, int):
+            encoder.header_table_size = step  # announced in the next block
+            continue
+        fields = step if isinstance(step, list) else []
+        for block in (encoder.encode(fields), encoder.encode(fields)):
+            expected = reference.decode(block, raw=True)
+            got = ours.decode(block)
+            assert got == expected
+            got.append((b"mutated", b"by caller"))  # must not leak into the cache
+            history.append(got)
