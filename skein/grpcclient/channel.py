@@ -35,6 +35,11 @@ class _Parser(Protocol[M_co]):  # a generated protobuf class
 
 
 DEFAULT_MAX_MESSAGE = 64 << 20
+# A control replica whose host died or was cut off must not leave a stream
+# waiting forever. HTTP/2 PINGs would do it too, but gRPC servers punish
+# frequent pings on idle streams (GOAWAY too_many_pings); the kernel's TCP
+# keepalive and user timeout need nothing from the server: (idle s, interval s, probes).
+TCP_KEEPALIVE = (10, 5, 3)
 
 
 def _split(address: str) -> tuple[str, int]:
@@ -128,6 +133,7 @@ class GrpcChannel:
             raise RpcError(
                 StatusCode.UNAVAILABLE, "the TLS server did not agree to h2 (ALPN)", self.address
             )
+        conn.set_tcp_keepalive(*TCP_KEEPALIVE)
         return conn
 
     async def close(self) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections import deque
 from typing import Any, cast
 
@@ -346,6 +347,37 @@ class ClientConnection(asyncio.Protocol):
             self._h2.close_connection()
         self._flush()
         self._transport.close()
+
+    @property
+    def socket(self) -> Any:
+        """The connection's socket (for its options); None once closed."""
+        return self._transport.get_extra_info("socket") if self._transport else None
+
+    def set_tcp_keepalive(self, idle: int, interval: int, probes: int) -> None:
+        """Have the kernel end the connection when the peer stops answering.
+
+        Keepalive probes cover an idle connection; TCP_USER_TIMEOUT covers sent
+        data that is never acknowledged. Best effort: a platform without these
+        options keeps the connection as it is.
+        """
+        sock = self.socket
+        if sock is None:
+            return
+        options = [
+            (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+            (socket.IPPROTO_TCP, getattr(socket, "TCP_KEEPIDLE", None), idle),
+            (socket.IPPROTO_TCP, getattr(socket, "TCP_KEEPINTVL", None), interval),
+            (socket.IPPROTO_TCP, getattr(socket, "TCP_KEEPCNT", None), probes),
+            (
+                socket.IPPROTO_TCP,
+                getattr(socket, "TCP_USER_TIMEOUT", None),
+                (idle + interval * probes) * 1000,
+            ),
+        ]
+        for level, option, value in options:
+            if option is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(level, option, value)
 
     # -- helpers ---------------------------------------------------------------
     def _check_sendable(self, call: CallState) -> None:

@@ -7,8 +7,13 @@ and failure the sidecar depends on goes through real HTTP/2.
 from __future__ import annotations
 
 import asyncio
+import shutil
+import socket
+import ssl
+import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -292,3 +297,106 @@ def test_unknown_or_missing_grpc_status() -> None:
     assert status_from_headers([(b"grpc-message", b"x")]) is None
     status = status_from_headers([(b"grpc-status", b"99")])
     assert status is not None and status[0] is StatusCode.UNKNOWN
+
+
+def test_connection_has_tcp_keepalive(loop_run: Runner) -> None:
+    async def body(probe: Probe, channel: GrpcChannel, _: Any) -> None:
+        sock = (await channel.connect(2)).socket
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        if hasattr(socket, "TCP_KEEPIDLE"):
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 10
+
+    run(loop_run, body)
+
+
+def _self_signed(directory: Path) -> tuple[str, str]:
+    key, cert = directory / "key.pem", directory / "cert.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=control.test",
+            "-addext",
+            "subjectAltName=DNS:control.test,IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    return str(key), str(cert)
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_tls_with_alpn_h2_and_a_server_refusing_h2(loop_run: Runner, tmp_path: Path) -> None:
+    key, cert = _self_signed(tmp_path)
+    pem = (Path(key).read_bytes(), Path(cert).read_bytes())
+
+    async def main() -> None:
+        probe = Probe()
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        server.add_generic_rpc_handlers(
+            (
+                grpc.method_handlers_generic_handler(
+                    SERVICE,
+                    {
+                        "Unary": grpc.unary_unary_rpc_method_handler(
+                            probe.unary,
+                            request_deserializer=RegisterRequest.FromString,
+                            response_serializer=RegisterResponse.SerializeToString,
+                        )
+                    },
+                ),
+            )
+        )
+        port = server.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials([pem]))
+        await server.start()
+        context = ssl.create_default_context(cafile=cert)
+        channel = GrpcChannel(f"127.0.0.1:{port}", ssl=context, server_hostname="control.test")
+        try:
+            reply = await channel.unary(
+                f"/{SERVICE}/Unary", RegisterRequest(), RegisterResponse, timeout=5
+            )
+            assert reply.lease_id == 42
+        finally:
+            await channel.close()
+            await server.stop(None)
+
+        # a TLS server that only speaks HTTP/1.1
+        server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        server_ctx.load_cert_chain(cert, key)
+        server_ctx.set_alpn_protocols(["http/1.1"])
+
+        async def idle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.read()
+            writer.close()
+
+        h1 = await asyncio.start_server(idle, "127.0.0.1", 0, ssl=server_ctx)
+        h1_port = h1.sockets[0].getsockname()[1]
+        channel = GrpcChannel(
+            f"127.0.0.1:{h1_port}",
+            ssl=ssl.create_default_context(cafile=cert),
+            server_hostname="control.test",
+        )
+        try:
+            with pytest.raises(RpcError) as info:
+                await channel.unary("/x.Y/Z", RegisterRequest(), RegisterResponse, timeout=5)
+            assert info.value.code is StatusCode.UNAVAILABLE and "ALPN" in info.value.message
+        finally:
+            await channel.close()
+            h1.close()
+            await h1.wait_closed()
+
+    loop_run(asyncio.wait_for(main(), 20))
