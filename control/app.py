@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import os
 import signal
+import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ from skein.errors import AddressError, ConfigError, StoreUnavailableError
 from skein.logging import configure, get_logger
 from skein.runtime import run
 
-__all__ = ["ControlOptions", "add_arguments", "main", "options_from_args", "serve"]
+__all__ = ["ControlOptions", "add_arguments", "bind_error", "main", "options_from_args", "serve"]
 
 log = get_logger("control")
 
@@ -142,6 +143,20 @@ def options_from_args(args: argparse.Namespace) -> ControlOptions:
     )
 
 
+def bind_error(address: HostPort) -> str:
+    """Why `address` cannot be bound, found by trying (gRPC only logs the reason)."""
+    host, port = address
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM)
+        family, kind, proto, _name, sockaddr = infos[0]
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(sockaddr)
+    except OSError as err:
+        return err.strerror or str(err)
+    return "gRPC could not bind it (the address itself can be bound)"
+
+
 def main(args: argparse.Namespace) -> int:
     configure(args.log_level)
     try:
@@ -177,7 +192,12 @@ async def serve(options: ControlOptions) -> int:
     except RuntimeError:
         port = 0
     if not port:
-        log.error("cannot listen", address=format_hostport(options.listen))
+        log.error(
+            "cannot listen (--listen)",
+            address=format_hostport(options.listen),
+            error=bind_error(options.listen),
+            fix="choose a free port on an address of this host",
+        )
         return 1
     listen = format_hostport((options.listen[0], port))
     status = StatusWriter(store, layout, cache, listen, metrics, lease_ttl=options.lease_ttl)
@@ -209,7 +229,13 @@ async def serve(options: ControlOptions) -> int:
     try:
         admin_addr = await admin.server.start(*options.admin)
     except OSError as err:
-        log.error("cannot listen (admin)", address=format_hostport(options.admin), error=str(err))
+        log.error(
+            "cannot listen (--admin)",
+            address=format_hostport(options.admin),
+            error=err.strerror or str(err),
+            fix="choose a free port on an address of this host",
+        )
+        await server.stop(None)
         return 1
     await server.start()
     log.info(

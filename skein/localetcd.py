@@ -44,9 +44,12 @@ def find_etcd() -> str:
 class LocalEtcd:
     """One etcd process on loopback; `endpoint` is its client HOST:PORT."""
 
-    def __init__(self, host: str = "127.0.0.1") -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        """`port` 0 picks a free one; a fixed port lets a test start etcd where a
+        daemon already looks for it."""
         self.host = host
-        self.port = 0
+        self.port = port
+        self._fixed_port = port
         self._dir: str | None = None
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -61,7 +64,7 @@ class LocalEtcd:
     def start(self, timeout: float = 15.0) -> LocalEtcd:
         self._dir = tempfile.mkdtemp(prefix="skein-etcd-")
         for _attempt in range(3):
-            self.port = free_port(self.host)
+            self.port = self._fixed_port or free_port(self.host)
             peer = free_port(self.host)
             client_url = f"http://{self.host}:{self.port}"
             peer_url = f"http://{self.host}:{peer}"
