@@ -66,12 +66,13 @@ class Tree:
                 (dest / path.name).write_text(text)
             (dest / "__init__.py").write_text(f'"""{self.docstring}"""\n')
 
-    def committed(self) -> dict[str, bytes]:
-        dest = ROOT / self.dest
+    def committed(self, root: pathlib.Path = ROOT) -> dict[str, bytes]:
+        """The stubs as they stand under `root` (a checkout), by relative name."""
+        dest = root / self.dest
         if not dest.is_dir():
             return {}
         return {
-            str(p.relative_to(ROOT)): p.read_bytes()
+            str(p.relative_to(root)): p.read_bytes()
             for p in dest.iterdir()
             if p.is_file() and p.suffix in (".py", ".pyi")
         }
@@ -100,8 +101,12 @@ def generate(out: pathlib.Path) -> None:
         tree.generate(out)
 
 
-def drift() -> list[str]:
-    """Names (relative to the repository) of generated files that differ from a fresh run."""
+def drift(root: pathlib.Path = ROOT) -> list[str]:
+    """Names (relative to the repository) of generated files that differ from a fresh run.
+
+    `root` is the checkout whose stubs are compared (tests pass a copy, never
+    editing the real stubs another process may be importing).
+    """
     with tempfile.TemporaryDirectory() as tmp:
         fresh = pathlib.Path(tmp)
         generate(fresh)
@@ -110,7 +115,7 @@ def drift() -> list[str]:
             for tree in TREES
             for p in (fresh / tree.dest).iterdir()
         }
-    old = {name: data for tree in TREES for name, data in tree.committed().items()}
+    old = {name: data for tree in TREES for name, data in tree.committed(root).items()}
     return sorted(name for name in new.keys() | old.keys() if new.get(name) != old.get(name))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -20,16 +21,15 @@ def test_generated_stubs_match_protos() -> None:
 
 
 def test_drift_is_detected(tmp_path: pathlib.Path) -> None:
-    """A stub edited by hand is reported by name."""
+    """A stub edited by hand is reported by name (on a copy: the real stubs stay untouched)."""
     sys.path.insert(0, str(ROOT / "scripts"))
     try:
-        import gen_protos
+        import gen_protos  # type: ignore[import-not-found]
     finally:
         sys.path.pop(0)
-    stub = ROOT / "skein" / "v1" / "resources_pb2.py"
-    original = stub.read_bytes()
-    try:
-        stub.write_bytes(original + b"\n# edited\n")
-        assert "skein/v1/resources_pb2.py" in gen_protos.drift()
-    finally:
-        stub.write_bytes(original)
+    for tree in gen_protos.TREES:
+        shutil.copytree(ROOT / tree.dest, tmp_path / tree.dest)
+    assert gen_protos.drift(tmp_path) == []
+    stub = tmp_path / "skein" / "v1" / "resources_pb2.py"
+    stub.write_bytes(stub.read_bytes() + b"\n# edited\n")
+    assert gen_protos.drift(tmp_path) == ["skein/v1/resources_pb2.py"]
