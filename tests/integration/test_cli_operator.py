@@ -107,7 +107,7 @@ def test_configure_changes_version(skein: Skein, tmp_path: pathlib.Path) -> None
 
 
 def test_invalid_apply_stores_nothing(skein: Skein, tmp_path: pathlib.Path) -> None:
-    bad = {
+    bad: dict[str, object] = {
         "kind": "TrafficPolicy",
         "metadata": {"name": "inv-b"},
         "spec": {"service": "inv-b", "timeout": "-3s"},
