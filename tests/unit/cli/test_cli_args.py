@@ -173,3 +173,15 @@ def test_unknown_kind_is_caught_before_any_call(
     code, _, err = run([*argv, "--control", dead_control()], capsys)
     assert code == cli.EXIT_USAGE
     assert "KIND: unknown kind" in err and "Service (svc)" in err
+
+
+def test_directory_without_manifests(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "README.txt").write_text("not a manifest\n")
+    code, out, err = run(["apply", "-f", str(tmp_path), "--control", dead_control()], capsys)
+    assert code == cli.EXIT_USAGE and out == ""
+    assert err.strip() == (
+        f"error: invalid manifest: {tmp_path}: directory has no *.yaml or *.yml files; "
+        "nothing was applied"
+    )
