@@ -9,9 +9,10 @@ Invariants:
 - every call ends exactly once with a status: trailers, a trailers-only
   response, RST_STREAM, GOAWAY beyond its stream id, or the connection
   being lost (UNAVAILABLE, naming the address);
-- received DATA is acknowledged as it is parsed, so the server's window
-  reopens; one message larger than `max_message` fails the call with
-  RESOURCE_EXHAUSTED instead of buffering without bound;
+- received DATA is acknowledged as it arrives (so a message larger than the
+  window still completes) until QUEUE_LIMIT complete messages wait unread;
+  then acknowledgement waits for the reader, and the server's window closes.
+  A message larger than `max_message` fails the call with RESOURCE_EXHAUSTED;
 - we never send DATA beyond the peer's flow-control window: a sender waits
   for WINDOW_UPDATE/SETTINGS instead;
 - a GOAWAY stops new calls but the calls the server accepted run to their end.
@@ -56,6 +57,9 @@ __all__ = ["CallState", "ClientConnection"]
 STREAM_WINDOW = 1 << 20
 CONNECTION_WINDOW = 4 << 20
 _DEFAULT_WINDOW = 65535
+# Complete messages a reader may leave unread before we stop acknowledging
+# DATA: past it the server's window closes instead of our memory growing.
+QUEUE_LIMIT = 8
 _PREFIX = 5
 
 
@@ -74,7 +78,16 @@ class _GoawayTolerantConnection(H2Connection):  # type: ignore[misc]
 class CallState:
     """What one stream has received so far, and how it ended."""
 
-    __slots__ = ("buffer", "ended", "got_headers", "messages", "status", "stream_id", "waiter")
+    __slots__ = (
+        "buffer",
+        "deferred",
+        "ended",
+        "got_headers",
+        "messages",
+        "status",
+        "stream_id",
+        "waiter",
+    )
 
     def __init__(self, stream_id: int) -> None:
         self.stream_id = stream_id
@@ -84,6 +97,7 @@ class CallState:
         self.ended = False
         self.got_headers = False
         self.waiter: asyncio.Future[None] | None = None
+        self.deferred = 0  # received bytes not yet acknowledged (the reader is behind)
 
 
 class ClientConnection(asyncio.Protocol):
@@ -196,11 +210,13 @@ class ClientConnection(asyncio.Protocol):
 
     def _on_data(self, event: Any) -> None:
         sid = event.stream_id
-        if event.flow_controlled_length:
+        call = self._calls.get(sid)
+        if call is not None and len(call.messages) >= QUEUE_LIMIT:
+            call.deferred += event.flow_controlled_length  # acknowledged as the reader catches up
+        elif event.flow_controlled_length:
             # a stream that is gone raises; h2 has credited the connection window by then
             with contextlib.suppress(H2Error):
                 self._h2.acknowledge_received_data(event.flow_controlled_length, sid)
-        call = self._calls.get(sid)
         if call is None or call.status is not None:
             return
         buf = call.buffer
@@ -239,6 +255,8 @@ class ClientConnection(asyncio.Protocol):
         if call.status is None or (call.status[0] == StatusCode.OK and code != StatusCode.OK):
             call.status = (code, message)
         call.ended = True
+        if call.deferred:  # the connection window still needs those bytes back
+            self._acknowledge(call)
         _wake(call)
         self._wake_senders()
         if self.going_away and not self._calls and self._transport is not None:
@@ -325,7 +343,10 @@ class ClientConnection(asyncio.Protocol):
         """The next message; None once the call ended OK; raises RpcError otherwise."""
         while True:
             if call.messages:
-                return call.messages.popleft()
+                data = call.messages.popleft()
+                if call.deferred and len(call.messages) < QUEUE_LIMIT:
+                    self._acknowledge(call)
+                return data
             if call.ended:
                 assert call.status is not None
                 code, message = call.status
@@ -397,6 +418,12 @@ class ClientConnection(asyncio.Protocol):
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)
+
+    def _acknowledge(self, call: CallState) -> None:
+        size, call.deferred = call.deferred, 0
+        with contextlib.suppress(H2Error):
+            self._h2.acknowledge_received_data(size, call.stream_id)
+        self._flush()
 
     def _reset(self, sid: int) -> None:
         try:

@@ -40,6 +40,7 @@ class Probe:
     def __init__(self) -> None:
         self.seen: list[tuple[str, float | None, str]] = []
         self.cancelled = asyncio.Event()
+        self.produced = 0
 
     async def unary(self, request: Any, context: Any) -> Any:
         self.seen.append((request.service, context.time_remaining(), context.peer()))
@@ -52,6 +53,12 @@ class Probe:
                 self.cancelled.set()
                 raise
         return RegisterResponse(lease_id=42, ttl_seconds=request.ttl_seconds)
+
+    async def flood(self, request: Any, context: Any) -> AsyncIterator[Any]:
+        """`request.weight` messages of 64 KiB each, counting how many were produced."""
+        for i in range(request.weight):
+            self.produced = i + 1
+            yield RegisterRequest(address="z" * 65536, weight=i)
 
     async def bidi(self, requests: Any, context: Any) -> AsyncIterator[Any]:
         """Echoes every request with its weight doubled."""
@@ -67,6 +74,11 @@ async def start_server(probe: Probe, port: int = 0) -> tuple[grpc.aio.Server, st
             probe.unary,
             request_deserializer=RegisterRequest.FromString,
             response_serializer=RegisterResponse.SerializeToString,
+        ),
+        "Flood": grpc.unary_stream_rpc_method_handler(
+            probe.flood,
+            request_deserializer=RegisterRequest.FromString,
+            response_serializer=RegisterRequest.SerializeToString,
         ),
         "Bidi": grpc.stream_stream_rpc_method_handler(
             probe.bidi,
@@ -179,6 +191,22 @@ def test_bidi_exchange_half_close_and_large_messages_both_ways(loop_run: Runner)
             stream.close_send()
             assert await stream.recv() is None
             assert await stream.recv() is None  # stays ended
+
+    run(loop_run, body)
+
+
+def test_a_reader_that_falls_behind_closes_the_servers_window(loop_run: Runner) -> None:
+    async def body(probe: Probe, channel: GrpcChannel, _: Any) -> None:
+        count = 300  # 19 MiB if nothing pushed back
+        async with await channel.stream(f"/{SERVICE}/Flood") as stream:
+            await stream.send(RegisterRequest(weight=count))
+            stream.close_send()
+            await asyncio.sleep(0.5)  # not reading
+            assert probe.produced < count // 3
+            got = []
+            while (raw := await stream.recv()) is not None:
+                got.append(RegisterRequest.FromString(raw).weight)
+            assert got == list(range(count))
 
     run(loop_run, body)
 
