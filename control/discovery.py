@@ -18,6 +18,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import json_format  # type: ignore[import-untyped]
+from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 
 from control.cache import Outcome, SnapshotCache
 from control.coalesce import Coalescer
@@ -31,7 +32,7 @@ from skein.errors import ConfigError, NotFoundError, SkeinError
 from skein.logging import get_logger
 from skein.v1 import discovery_pb2, resources_pb2
 
-__all__ = ["DiscoveryService", "check_node"]
+__all__ = ["DiscoveryService", "check_node", "parse_request"]
 
 log = get_logger("control.discovery")
 
@@ -56,6 +57,21 @@ def check_node(node: Any) -> None:
 
 def _identity(data: bytes) -> bytes:
     return data
+
+
+def parse_request(raw: bytes, index: int) -> discovery_pb2.DiscoveryRequest:
+    """One stream message; ConfigError (-> INVALID_ARGUMENT) when it is not a request.
+
+    Parsed here rather than by gRPC's deserializer, which turns a bad message
+    into UNKNOWN with no word of what was wrong.
+    """
+    try:
+        request: discovery_pb2.DiscoveryRequest = discovery_pb2.DiscoveryRequest.FromString(raw)
+    except DecodeError as err:
+        raise ConfigError(
+            "", f"request {index} is not a skein.v1.DiscoveryRequest ({err}); closing the stream"
+        ) from None
+    return request
 
 
 class DiscoveryService:
@@ -118,7 +134,7 @@ class DiscoveryService:
         methods = {
             "Stream": grpc.stream_stream_rpc_method_handler(
                 self.Stream,
-                request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
+                request_deserializer=_identity,  # parsed in Stream: bad bytes -> INVALID_ARGUMENT
                 response_serializer=_identity,
             ),
             "Register": grpc.unary_unary_rpc_method_handler(
@@ -141,13 +157,14 @@ class DiscoveryService:
 
     # -- Stream ----------------------------------------------------------
 
-    async def Stream(self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> None:
+    async def Stream(
+        self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+    ) -> None:
         try:
-            first = await anext(requests)
+            first = parse_request(await anext(requests), 0)
+            check_node(first.node)
         except StopAsyncIteration:
             return
-        try:
-            check_node(first.node)
         except ConfigError as err:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"first request: {err}")
         wake = asyncio.Event()
@@ -161,9 +178,16 @@ class DiscoveryService:
             version=first.version_info,
         )
 
-        async def read() -> None:
+        async def read() -> str:
+            """Feed ACKs/NACKs to the cache; returns why the stream must end, "" if it ended."""
+            index = 0
             try:
-                async for req in requests:
+                async for raw in requests:
+                    index += 1
+                    try:
+                        req = parse_request(raw, index)
+                    except ConfigError as err:
+                        return str(err)
                     outcome, latency = self.cache.on_request(state, req)
                     if outcome is Outcome.ACK:
                         self._acks.inc()
@@ -181,6 +205,7 @@ class DiscoveryService:
                         self._stale.inc()
             finally:
                 wake.set()
+            return ""
 
         reader = asyncio.create_task(read())
         try:
@@ -191,12 +216,16 @@ class DiscoveryService:
                 if data is not None:
                     await context.write(data)
                     self._push_count.inc()
+            problem = reader.result()
         finally:
             reader.cancel()
             self.cache.close(state)
             self.status.stream_closed(state)
             self.metrics.streams.labels().dec()
             log.info("stream closed", service=state.node.service, instance=state.node.instance)
+        if problem:
+            log.warning("bad request on a stream", instance=state.node.instance, error=problem)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
 
     # -- registration ----------------------------------------------------
 
