@@ -14,6 +14,7 @@ import structlog
 from sidecar.transport.contract import Dispatcher, NoRoute
 from sidecar.transport.deadline import GrpcTimeoutError, effective_timeout, parse_grpc_timeout
 from sidecar.transport.exchange import Exchange
+from sidecar.transport.flush import flush_dirty
 from sidecar.transport.headers import RequestHead
 from sidecar.transport.stats import RelayMetrics
 from sidecar.transport.upstream import UpstreamPool
@@ -76,5 +77,11 @@ class StreamStarter:
         timeout = effective_timeout(caller, pick.timeout)
         if timeout is not None:
             ex.deadline = now + timeout
-            ex.timer = loop.call_at(ex.deadline, ex.expire)
+            ex.timer = loop.call_at(ex.deadline, _expire, ex)
         self.pool.open(ex, pick.address)
+
+
+def _expire(ex: Exchange) -> None:
+    """A deadline timer: answer DEADLINE_EXCEEDED and write it now (no I/O callback follows)."""
+    ex.expire()
+    flush_dirty()

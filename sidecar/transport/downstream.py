@@ -20,6 +20,7 @@ import structlog
 
 from sidecar.transport.dispatch import StreamStarter
 from sidecar.transport.exchange import Exchange
+from sidecar.transport.flush import flush_dirty, mark_dirty
 from sidecar.transport.frames import INTERNAL_ERROR, NO_ERROR, PROTOCOL_ERROR, REFUSED_STREAM
 from sidecar.transport.h2conn import (
     EV_DATA,
@@ -34,8 +35,6 @@ from sidecar.transport.h2conn import (
     Event,
     H2Connection,
     StreamGone,
-    flush_dirty,
-    mark_dirty,
 )
 from sidecar.transport.headers import (
     Header,

@@ -22,17 +22,12 @@ prescribes, GOAWAY queued before `ConnectionFailed` is raised):
   WINDOW_UPDATE frames until half a window is consumed.
 Request-header semantics (pseudo-headers, names, values) are the caller's:
 `headers.scan_request` on the client-facing side.
-
-Outbound bytes are written once per event batch: a connection marks itself
-dirty and `flush_dirty()` writes every dirty connection at the end of the
-callback that made them dirty (the dirty list is per process: the data plane
-runs on one event loop thread).
 """
 
 from __future__ import annotations
 
 import struct
-from typing import Any, Protocol
+from typing import Any
 
 from hpack.exceptions import HPACKError, OversizedHeaderListError
 
@@ -89,11 +84,8 @@ __all__ = [
     "STREAM_WINDOW",
     "ConnectionFailed",
     "Event",
-    "Flushable",
     "H2Connection",
     "StreamGone",
-    "flush_dirty",
-    "mark_dirty",
 ]
 
 # Large windows for throughput; acknowledging only what has been forwarded
@@ -641,27 +633,3 @@ class H2Connection:
                 raise self._fail(PROTOCOL_ERROR, f"SETTINGS_ENABLE_PUSH {value} is not 0 or 1")
         elif ident == SETTINGS_MAX_CONCURRENT_STREAMS:
             self.peer_max_streams = value
-
-
-class Flushable(Protocol):
-    dirty: bool
-
-    def flush(self) -> None: ...
-
-
-_dirty: list[Flushable] = []
-
-
-def mark_dirty(conn: Flushable) -> None:
-    """Schedule `conn.flush()` for the end of the current callback."""
-    if not conn.dirty:
-        conn.dirty = True
-        _dirty.append(conn)
-
-
-def flush_dirty() -> None:
-    """Write out every connection marked dirty since the last call."""
-    while _dirty:
-        conn = _dirty.pop()
-        conn.dirty = False
-        conn.flush()

@@ -23,7 +23,7 @@ import httptools
 
 from sidecar.transport.dispatch import StreamStarter
 from sidecar.transport.exchange import Exchange
-from sidecar.transport.h2conn import flush_dirty, mark_dirty
+from sidecar.transport.flush import flush_dirty, mark_dirty
 from sidecar.transport.headers import (
     Header,
     HeaderError,

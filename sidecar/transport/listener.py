@@ -16,7 +16,7 @@ from typing import Any
 from sidecar.transport.contract import Dispatcher
 from sidecar.transport.dispatch import StreamStarter
 from sidecar.transport.downstream import H2Downstream
-from sidecar.transport.h2conn import flush_dirty
+from sidecar.transport.flush import flush_dirty
 from sidecar.transport.http1 import H1Downstream
 from sidecar.transport.stats import relay_metrics
 from sidecar.transport.upstream import UpstreamPool

@@ -20,6 +20,7 @@ from typing import Any
 import structlog
 
 from sidecar.transport.exchange import Exchange
+from sidecar.transport.flush import flush_dirty, mark_dirty
 from sidecar.transport.frames import CANCEL, REFUSED_STREAM
 from sidecar.transport.h2conn import (
     EV_DATA,
@@ -34,8 +35,6 @@ from sidecar.transport.h2conn import (
     Event,
     H2Connection,
     StreamGone,
-    flush_dirty,
-    mark_dirty,
 )
 from sidecar.transport.headers import Header
 

@@ -443,7 +443,9 @@ def test_block_cache_decodes_like_a_fresh_decoder(steps: list[object]) -> None:
     history: list[list[tuple[bytes, bytes]]] = []
     for step in steps:
         if isinstance(step, int):
-            encoder.header_table_size = step  # announced in the next block
+            # announced in the next block (hpack's encoder forgets a size set twice)
+            if step != encoder.header_table_size:
+                encoder.header_table_size = step
             continue
         fields = step if isinstance(step, list) else []
         for block in (encoder.encode(fields), encoder.encode(fields)):
