@@ -176,6 +176,13 @@ def test_status_and_wait_with_a_sidecar(
             str(tmp_path / "state"),
         )
         sidecar.wait_ready(timeout=20)
+        # Ready means its first configuration is ACKed; the status record the control
+        # daemon writes for it lands a moment later. Until then `wait` would pass
+        # vacuously (no connected sidecar lags), so wait for the record first.
+        deadline = time.monotonic() + 10
+        while "wait-users-1" not in skein("status")[1]:
+            assert time.monotonic() < deadline, "the sidecar never showed up in skein status"
+            time.sleep(0.05)
         path = manifest(tmp_path, "w.yaml", svc("wait-users", 8001))
         code, out, _ = skein("apply", "-f", path)
         assert code == 0
