@@ -66,6 +66,7 @@ class StreamStarter:
         metrics = self.metrics
         if metrics is not None:
             stats = ex.stats = metrics.cluster(pick.cluster)
+            ex.loop = loop
             stats.requests.inc()
             stats.in_flight.inc()
         caller: float | None = None

@@ -70,6 +70,7 @@ class Exchange:
         "headers",
         "http_status",
         "is_grpc",
+        "loop",
         "req_buf",
         "req_end",
         "req_sent_end",
@@ -115,6 +116,7 @@ class Exchange:
         self.timer: asyncio.TimerHandle | None = None
         self.done_cb: Callable[[bool], None] | None = None
         self.stats: ClusterStats | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None  # set with `stats`
         self.started_at = 0.0
         self.grpc_status = -1
         self.http_status = 0
@@ -342,5 +344,5 @@ class Exchange:
         stats = self.stats
         if stats is not None:
             stats.in_flight.dec()
-            stats.duration.observe(asyncio.get_running_loop().time() - self.started_at)
+            stats.duration.observe(self.loop.time() - self.started_at)  # type: ignore[union-attr]
             stats.response(self.grpc_status if self.is_grpc else -1, self.http_status)

@@ -83,6 +83,26 @@ _PSEUDO_BIT = {b":method": 1, b":scheme": 2, b":authority": 4, b":path": 8}
 _CONNECT_PSEUDO = 1 | 4
 
 
+# Fields already found well-formed (value, and for regular fields the name and
+# the connection-specific rule): clients repeat the same fields on every
+# request, so most fields skip the regexes. Bounded; cleared when full.
+_checked: set[Header] = set()
+_CHECKED_LIMIT = 4096
+
+
+def _field_error(name: bytes, value: bytes) -> str:
+    """Why one field is malformed on its own (RFC 9113 8.2.1, 8.2.2), or ""."""
+    if _BAD_VALUE.search(value) is not None:
+        return f"header {name!r} has a value with CR, LF, NUL or edge whitespace"
+    if name[:1] == b":":
+        return ""
+    if name in CONNECTION_SPECIFIC and (name != b"te" or value != b"trailers"):
+        return f"connection-specific header {name!r} is not allowed in HTTP/2"
+    if _BAD_NAME.search(name) is not None:
+        return f"header name {name!r} is not a lowercase token"
+    return ""
+
+
 def scan_request(headers: Sequence[Header], validate: bool = True) -> RequestHead:
     """One pass over a request block: routing fields, gRPC-ness, `grpc-timeout`, validity."""
     head = RequestHead()
@@ -92,10 +112,16 @@ def scan_request(headers: Sequence[Header], validate: bool = True) -> RequestHea
     seen_pseudo = 0  # bits of _PSEUDO_BIT: no set per request
     regular = False
     error = ""
-    for index, (name, value) in enumerate(headers):
-        if validate and _BAD_VALUE.search(value) is not None:
-            error = f"header {name!r} has a value with CR, LF, NUL or edge whitespace"
-            break
+    checked = _checked
+    for index, field in enumerate(headers):
+        name, value = field
+        if validate and field not in checked:
+            error = _field_error(name, value)
+            if error:
+                break
+            if len(checked) >= _CHECKED_LIMIT:
+                checked.clear()
+            checked.add(field)
         if name[:1] == b":":
             if regular:
                 error = f"pseudo-header {name!r} after a regular header"
@@ -121,12 +147,6 @@ def scan_request(headers: Sequence[Header], validate: bool = True) -> RequestHea
             head.timeout_index = index
         elif name == b"host":
             host = value
-        elif validate and name in CONNECTION_SPECIFIC and (name != b"te" or value != b"trailers"):
-            error = f"connection-specific header {name!r} is not allowed in HTTP/2"
-            break
-        if validate and _BAD_NAME.search(name) is not None:
-            error = f"header name {name!r} is not a lowercase token"
-            break
     if validate and not error:
         if method == b"CONNECT":
             if seen_pseudo != _CONNECT_PSEUDO:

@@ -50,8 +50,11 @@ _ASSUMED_MAX_STREAMS = 1000
 class UpstreamConnection(asyncio.Protocol):
     """One h2c client connection; carries many exchanges."""
 
-    def __init__(self, pool: UpstreamPool, address: tuple[str, int]) -> None:
+    def __init__(
+        self, pool: UpstreamPool, address: tuple[str, int], loop: asyncio.AbstractEventLoop
+    ) -> None:
         self.pool = pool
+        self.loop = loop  # held: asyncio.get_running_loop() costs a getpid() per call
         self.address = address
         self.label = f"{address[0]}:{address[1]}"
         self.h2 = H2Connection(client=True)
@@ -85,7 +88,7 @@ class UpstreamConnection(asyncio.Protocol):
         if len(self.streams) >= self.max_streams:
             self.waiting.append(ex)
             return
-        headers = ex.request_headers(asyncio.get_running_loop().time())
+        headers = ex.request_headers(self.loop.time() if ex.deadline else 0.0)
         end = ex.req_end and ex.req_buf is None and ex.req_trailers is None
         sid = h2.open_stream(headers, end)
         self.streams[sid] = ex
@@ -288,11 +291,12 @@ class UpstreamPool:
                     return
         else:
             conns = self._by_address[address] = []
-        conn = UpstreamConnection(self, address)
+        loop = asyncio.get_running_loop()
+        conn = UpstreamConnection(self, address, loop)
         conns.append(conn)
         self._all.add(conn)
         conn.open(ex)
-        task = asyncio.get_running_loop().create_task(conn.connect())
+        task = loop.create_task(conn.connect())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

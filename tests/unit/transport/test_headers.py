@@ -171,3 +171,15 @@ def test_trailers_error() -> None:
     assert trailers_error([(b"grpc-status", b"0")]) == ""
     assert "pseudo-header" in trailers_error([(b":status", b"200")])
     assert "not allowed" in trailers_error([(b"Grpc-Status", b"0")])
+
+
+def test_scan_request_memo_never_accepts_a_field_it_rejected() -> None:
+    # Well-formed fields are remembered; a malformed one never is, however often it is seen.
+    for _ in range(3):
+        assert scan_request(GOOD).error == ""
+        assert "CR, LF, NUL" in scan_request([*GOOD, (b"x-a", b"a\nb")]).error
+        assert "connection-specific" in scan_request([*GOOD, (b"te", b"gzip")]).error
+        assert "lowercase" in scan_request([*GOOD, (b"X-A", b"1")]).error
+    assert scan_request([*GOOD, (b"te", b"trailers")]).error == ""
+    # a pseudo-header's value is checked like any other
+    assert "CR, LF, NUL" in scan_request([(b":method", b"PO\x00ST"), *GOOD[1:]]).error
