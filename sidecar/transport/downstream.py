@@ -38,6 +38,7 @@ from sidecar.transport.h2conn import (
 )
 from sidecar.transport.headers import (
     Header,
+    RequestHead,
     grpc_error_headers,
     http_error_response,
     scan_request,
@@ -55,7 +56,7 @@ class H2Downstream(asyncio.Protocol):
     def __init__(self, starter: StreamStarter, on_closed: Callable[[Any], None]) -> None:
         self.starter = starter
         self.on_closed = on_closed
-        self.h2 = H2Connection(client=False)
+        self.h2 = H2Connection(client=False, scan=scan_request)
         self.transport: asyncio.Transport | None = None
         self.streams: dict[int, Exchange] = {}
         self.dirty = False
@@ -137,13 +138,14 @@ class H2Downstream(asyncio.Protocol):
     # -- streams -----------------------------------------------------------------
 
     def _request(self, sid: int, headers: list[Header], end: int) -> None:
-        if not self.h2.is_open(sid):
+        st = self.h2.streams.get(sid)
+        if st is None:
             return  # reset later in the same batch (a stream error of the codec)
         if self.draining and sid > self.goaway_last:
             self.h2.reset(sid, REFUSED_STREAM)
             return
         self.requests += 1
-        head = scan_request(headers)
+        head: RequestHead = st.head  # scan_request(headers), shared by identical blocks
         if head.error:
             # RFC 9113 8.1.1: a malformed request is a stream error of type PROTOCOL_ERROR.
             self.h2.reset(sid, PROTOCOL_ERROR)

@@ -27,6 +27,7 @@ Request-header semantics (pseudo-headers, names, values) are the caller's:
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from typing import Any
 
 from hpack.exceptions import HPACKError, OversizedHeaderListError
@@ -133,6 +134,7 @@ class _Stream:
     __slots__ = (
         "content_length",
         "got_headers",
+        "head",
         "local_closed",
         "received",
         "recv_pending",
@@ -150,9 +152,13 @@ class _Stream:
         self.got_headers = got_headers
         self.content_length = -1
         self.received = 0
+        self.head: Any = None  # what `scan` made of the request headers (server side)
 
 
-def _content_length(headers: list[tuple[bytes, bytes]]) -> tuple[int, bool]:
+Header = tuple[bytes, bytes]
+
+
+def _content_length(headers: list[Header]) -> tuple[int, bool]:
     """(content-length or -1, whether `:status` is informational); (-2, _) if malformed."""
     length = -1
     informational = False
@@ -173,8 +179,12 @@ class H2Connection:
     queue frames; `data_to_send()` hands the queued bytes over.
     """
 
-    def __init__(self, client: bool) -> None:
+    def __init__(self, client: bool, scan: Callable[[list[Header]], Any] | None = None) -> None:
+        """`scan` (server side) derives what the caller needs from request headers;
+        its result is kept on the stream (`streams[sid].head`) and reused for
+        identical header blocks."""
         self.client = client
+        self.scan = scan
         self.out = bytearray()
         self._buf = b""
         self._need_preface = not client
@@ -214,7 +224,7 @@ class H2Connection:
             self.out = bytearray()
         return out
 
-    def open_stream(self, headers: list[tuple[bytes, bytes]], end: bool) -> int:
+    def open_stream(self, headers: list[Header], end: bool) -> int:
         """Client side: start a stream with `headers`; returns its id."""
         sid = self.next_local
         self.next_local = sid + 2
@@ -223,7 +233,7 @@ class H2Connection:
         st.local_closed = end
         return sid
 
-    def send_headers(self, sid: int, headers: list[tuple[bytes, bytes]], end: bool) -> None:
+    def send_headers(self, sid: int, headers: list[Header], end: bool) -> None:
         st = self.streams.get(sid)
         if st is None or st.local_closed:
             raise StreamGone(sid)
@@ -499,12 +509,13 @@ class H2Connection:
                 if len(streams) >= MAX_CONCURRENT_STREAMS:
                     self.out += rst_frame(sid, REFUSED_STREAM)
                     return
-                length, _ = _content_length(headers)
+                length, _, head = self._derive(headers)
                 if length == -2 or (end and length > 0):
                     self.out += rst_frame(sid, PROTOCOL_ERROR)
                     return
                 st = streams[sid] = _Stream(self.peer_initial_window, True)
                 st.content_length = length
+                st.head = head
                 st.remote_closed = end
                 events.append((EV_HEADERS, sid, headers, end))
                 return
@@ -519,7 +530,7 @@ class H2Connection:
             self._stream_error(sid, PROTOCOL_ERROR, events)
             return
         if not st.got_headers:  # client side: the response
-            length, informational = _content_length(headers)
+            length, informational, _ = self._derive(headers)
             if informational:
                 if end:
                     self._stream_error(sid, PROTOCOL_ERROR, events)
@@ -540,6 +551,19 @@ class H2Connection:
             if st.local_closed:
                 del streams[sid]
         events.append((kind, sid, headers, end))
+
+    def _derive(self, headers: list[Header]) -> tuple[int, bool, Any]:
+        """(content-length, informational, scan result) of the block just decoded."""
+        memo = self._decoder.memo
+        if memo is not None and memo.derived is not None:
+            derived: tuple[int, bool, Any] = memo.derived
+            return derived
+        length, informational = _content_length(headers)
+        scan = self.scan
+        derived = (length, informational, scan(headers) if scan is not None else None)
+        if memo is not None:
+            memo.derived = derived
+        return derived
 
     def _window_update(self, sid: int, increment: int, events: list[Event]) -> None:
         if not sid:

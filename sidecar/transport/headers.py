@@ -62,7 +62,8 @@ class RequestHead:
     """What the relay needs from a request's header block, found in one pass.
 
     `error` is empty for a well-formed block, else why it is malformed (RFC 9113
-    8.2/8.3): the stream must then be reset with PROTOCOL_ERROR.
+    8.2/8.3): the stream must then be reset with PROTOCOL_ERROR. Read-only once
+    made: the HTTP/2 front end shares one among identical header blocks.
     """
 
     __slots__ = ("authority", "error", "is_grpc", "path", "timeout_index")

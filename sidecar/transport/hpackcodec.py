@@ -27,7 +27,7 @@ from hpack import Decoder
 from hpack.struct import NeverIndexedHeaderTuple
 from hpack.table import HeaderTable
 
-__all__ = ["HeaderDecoder", "encode_block", "encode_integer"]
+__all__ = ["BlockMemo", "HeaderDecoder", "encode_block", "encode_integer"]
 
 Header = tuple[bytes, bytes]
 
@@ -117,6 +117,17 @@ class _CountingTable(HeaderTable):  # type: ignore[misc]
     maxsize = property(_MAXSIZE.fget, _set_maxsize)
 
 
+class BlockMemo:
+    """A decoded block that left the dynamic table alone, and what was derived from it."""
+
+    __slots__ = ("derived", "generation", "headers")
+
+    def __init__(self, generation: int, headers: list[Header]) -> None:
+        self.generation = generation
+        self.headers = headers
+        self.derived: Any = None
+
+
 class HeaderDecoder:
     """One connection's HPACK decoding context (the peer's dynamic table lives here).
 
@@ -129,25 +140,32 @@ class HeaderDecoder:
     maps them to COMPRESSION_ERROR (or ENHANCE_YOUR_CALM when oversized).
     """
 
-    __slots__ = ("_cache", "_decoder", "_table")
+    __slots__ = ("_cache", "_decoder", "_table", "memo")
 
     def __init__(self, max_header_list_size: int) -> None:
         self._decoder = Decoder(max_header_list_size=max_header_list_size)
         self._table = self._decoder.header_table = _CountingTable()
-        self._cache: dict[bytes, tuple[int, list[Header]]] = {}
+        self._cache: dict[bytes, BlockMemo] = {}
+        # The memo of the block decoded last (None: not reusable). Whatever the
+        # caller derives from the fields alone may be stored in its `derived`
+        # slot and is found there the next time the same block decodes.
+        self.memo: BlockMemo | None = None
 
     def decode(self, block: bytes) -> list[Header]:
         """The fields of `block`, as a list the caller may change."""
         table = self._table
         generation = table.generation
         hit = self._cache.get(block)
-        if hit is not None and hit[0] == generation:
-            return hit[1].copy()
+        if hit is not None and hit.generation == generation:
+            self.memo = hit
+            return hit.headers.copy()
         headers: list[Header] = self._decoder.decode(block, raw=True)  # type: ignore[assignment]
         if table.generation == generation:  # no insertion, no resize: reusable
             cache = self._cache
             if len(cache) >= _BLOCK_CACHE_LIMIT:
                 cache.clear()
-            cache[block] = (generation, headers)
+            memo = cache[block] = BlockMemo(generation, headers)
+            self.memo = memo
             return headers.copy()
+        self.memo = None
         return headers

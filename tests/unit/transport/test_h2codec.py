@@ -454,3 +454,20 @@ def test_block_cache_decodes_like_a_fresh_decoder(steps: list[object]) -> None:
             assert got == expected
             got.append((b"mutated", b"by caller"))  # must not leak into the cache
             history.append(got)
+
+
+def test_request_scan_runs_once_per_distinct_block() -> None:
+    seen: list[list[tuple[bytes, bytes]]] = []
+
+    def scan(headers: list[tuple[bytes, bytes]]) -> int:
+        seen.append(list(headers))
+        return len(seen)
+
+    client = H2Connection(client=True)
+    server = H2Connection(client=False, scan=scan)
+    other = [*REQUEST, (b"x-other", b"1")]
+    sids = [client.open_stream(h, True) for h in (REQUEST, REQUEST, other, REQUEST)]
+    events = deliver(client, server)
+    assert [e[2] for e in events if e[0] == EV_HEADERS] == [REQUEST, REQUEST, other, REQUEST]
+    assert seen == [REQUEST, other]  # identical blocks share the first scan
+    assert [server.streams[sid].head for sid in sids] == [1, 1, 2, 1]
