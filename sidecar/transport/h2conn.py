@@ -97,6 +97,7 @@ MAX_CONCURRENT_STREAMS = 1000
 MAX_HEADER_LIST_SIZE = 64 << 10
 MAX_FRAME_SIZE = 16384  # what we accept (the RFC's initial value, never raised)
 _DEFAULT_WINDOW = 65535
+_MAX_SKIPPED = 64
 _MAX_BLOCK = 2 * MAX_HEADER_LIST_SIZE  # HEADERS + CONTINUATION bytes before we give up
 
 # Event kinds: (kind, sid, payload, arg).
@@ -203,6 +204,9 @@ class H2Connection:
         self._cont_sid = 0
         self._cont_block = bytearray()
         self._cont_end = False
+        # Client stream ids the peer skipped (never opened), as (first, last)
+        # ranges; the newest _MAX_SKIPPED are kept (clients rarely skip any).
+        self._skipped: list[tuple[int, int]] = []
         if client:
             self.out += PREFACE
         self.out += settings_frame(
@@ -502,6 +506,10 @@ class H2Connection:
         st = streams.get(sid)
         if st is None:
             if not self.client and sid & 1 and sid > self.highest_remote:
+                expected = self.highest_remote + 2 if self.highest_remote else 1
+                if sid > expected:
+                    self._skipped.append((expected, sid - 2))
+                    del self._skipped[:-_MAX_SKIPPED]
                 self.highest_remote = sid
                 if self_dependent:
                     self.out += rst_frame(sid, PROTOCOL_ERROR)
@@ -519,8 +527,10 @@ class H2Connection:
                 st.remote_closed = end
                 events.append((EV_HEADERS, sid, headers, end))
                 return
-            if self._idle(sid):
-                raise self._fail(PROTOCOL_ERROR, f"HEADERS on stream {sid} we never opened")
+            if self._idle(sid) or any(lo <= sid <= hi for lo, hi in self._skipped):
+                # RFC 9113 5.1.1: an unexpected stream identifier (below one
+                # already used, never opened) is a connection error.
+                raise self._fail(PROTOCOL_ERROR, f"HEADERS on stream {sid}, never opened")
             self.out += rst_frame(sid, STREAM_CLOSED)
             return
         if st.remote_closed:

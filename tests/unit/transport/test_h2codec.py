@@ -380,13 +380,18 @@ def test_trailers_must_end_the_stream() -> None:
     assert events[-1] == (EV_RESET, 1, None, PROTOCOL_ERROR)
 
 
-def test_even_or_reused_stream_ids_from_a_client() -> None:
+def test_even_reused_or_lower_stream_ids_from_a_client() -> None:
     assert connection_error(fresh_server(), headers_frame(2, REQUEST)) == PROTOCOL_ERROR
     server = fresh_server()
-    server.receive_data(headers_frame(5, REQUEST, "END_STREAM"))
+    server.receive_data(headers_frame(1, REQUEST, "END_STREAM"))
+    server.reset(1, 8)
+    server.receive_data(headers_frame(7, REQUEST, "END_STREAM"))
     server.data_to_send()
-    assert server.receive_data(headers_frame(3, REQUEST, "END_STREAM")) == []
-    assert resets(server) == {3: STREAM_CLOSED}
+    # stream 1 was used and is closed: a stream error
+    assert server.receive_data(headers_frame(1, REQUEST, "END_STREAM")) == []
+    assert resets(server) == {1: STREAM_CLOSED}
+    # 3 and 5 were skipped, never opened: an unexpected id, a connection error
+    assert connection_error(server, headers_frame(5, REQUEST, "END_STREAM")) == PROTOCOL_ERROR
 
 
 def test_goaway_and_reset_from_the_peer_are_reported() -> None:
