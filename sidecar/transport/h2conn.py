@@ -89,6 +89,7 @@ __all__ = [
     "EV_SETTINGS",
     "EV_TRAILERS",
     "EV_WINDOW",
+    "MAX_STREAM_ID",
     "STREAM_WINDOW",
     "ConnectionFailed",
     "Event",
@@ -105,6 +106,9 @@ MAX_HEADER_LIST_SIZE = 64 << 10
 MAX_FRAME_SIZE = 16384  # what we accept (the RFC's initial value, never raised)
 _DEFAULT_WINDOW = 65535
 _MAX_SKIPPED = 64
+_CONN_LOW = CONNECTION_WINDOW >> 2
+_STREAM_LOW = STREAM_WINDOW >> 2
+MAX_STREAM_ID = (1 << 31) - 1
 _MAX_BLOCK = 2 * MAX_HEADER_LIST_SIZE  # HEADERS + CONTINUATION bytes before we give up
 
 # Event kinds: (kind, sid, payload, arg).
@@ -333,9 +337,14 @@ class H2Connection:
             self.out += rst_frame(sid, code)
 
     def ack(self, sid: int, size: int) -> None:
-        """`size` received bytes of `sid` were handed on: reopen the windows (batched)."""
+        """`size` received bytes of `sid` were handed on: reopen the windows (batched).
+
+        A WINDOW_UPDATE goes out once half a window is acknowledged, or at once
+        while the peer has less than a quarter of the window left (streams that
+        hold their bytes must not keep the others waiting for a batch to fill).
+        """
         pending = self.recv_pending + size
-        if pending >= CONNECTION_WINDOW >> 1:
+        if pending >= CONNECTION_WINDOW >> 1 or (pending and self.recv_window < _CONN_LOW):
             self.out += window_update_frame(0, pending)
             self.recv_window += pending
             pending = 0
@@ -343,7 +352,7 @@ class H2Connection:
         st = self.streams.get(sid)
         if st is not None and not st.remote_closed:
             pending = st.recv_pending + size
-            if pending >= STREAM_WINDOW >> 1:
+            if pending >= STREAM_WINDOW >> 1 or (pending and st.recv_window < _STREAM_LOW):
                 self.out += window_update_frame(sid, pending)
                 st.recv_window += pending
                 pending = 0
@@ -424,14 +433,14 @@ class H2Connection:
                 if st is None or st.remote_closed:
                     if st is None and self._idle(sid):
                         raise self._fail(PROTOCOL_ERROR, f"DATA on idle stream {sid}")
-                    self.ack(sid, flow)
                     self._stream_error(sid, STREAM_CLOSED, events)
+                    self.ack(sid, flow)  # the stream is gone: the connection's window only
                     continue
                 st.recv_window -= flow
                 if st.recv_window < 0 or not st.got_headers:
-                    self.ack(sid, flow)
                     bad = FLOW_CONTROL_ERROR if st.recv_window < 0 else PROTOCOL_ERROR
                     self._stream_error(sid, bad, events)
+                    self.ack(sid, flow)
                     continue
                 ended = flags & FLAG_END_STREAM
                 if st.content_length >= 0:
@@ -439,8 +448,8 @@ class H2Connection:
                     if st.received > st.content_length or (
                         ended and st.received != st.content_length
                     ):
-                        self.ack(sid, flow)
                         self._stream_error(sid, PROTOCOL_ERROR, events)
+                        self.ack(sid, flow)
                         continue
                 if ended:
                     st.remote_closed = True

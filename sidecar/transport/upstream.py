@@ -31,6 +31,7 @@ from sidecar.transport.h2conn import (
     EV_SETTINGS,
     EV_TRAILERS,
     EV_WINDOW,
+    MAX_STREAM_ID,
     ConnectionFailed,
     Event,
     H2Connection,
@@ -73,6 +74,8 @@ class UpstreamConnection(asyncio.Protocol):
             not self.going_away
             and not self.closed
             and len(self.streams) + len(self.waiting) < self.max_streams
+            # stream ids run out after 2^30 streams: then a new connection
+            and self.h2.next_local + 2 * len(self.waiting) < MAX_STREAM_ID
         )
 
     def open(self, ex: Exchange) -> None:
@@ -91,6 +94,9 @@ class UpstreamConnection(asyncio.Protocol):
         headers = ex.request_headers(self.loop.time() if ex.deadline else 0.0)
         end = ex.req_end and ex.req_buf is None and ex.req_trailers is None
         sid = h2.open_stream(headers, end)
+        if h2.next_local >= MAX_STREAM_ID:  # ids used up: retire once the streams finish
+            self.going_away = True
+            self.pool._forget(self)
         self.streams[sid] = ex
         mark_dirty(self)
         ex.started(self, sid)

@@ -476,3 +476,18 @@ def test_request_scan_runs_once_per_distinct_block() -> None:
     assert [e[2] for e in events if e[0] == EV_HEADERS] == [REQUEST, REQUEST, other, REQUEST]
     assert seen == [REQUEST, other]  # identical blocks share the first scan
     assert [server.streams[sid].head for sid in sids] == [1, 1, 2, 1]
+
+
+def test_window_update_goes_out_at_once_when_the_peer_is_nearly_out_of_window() -> None:
+    server = fresh_server()
+    chunk = bytes(16384)
+    frames = bytearray()
+    for sid in range(1, 27, 2):  # 13 streams fill 13 of the 16 MiB connection window
+        frames += headers_frame(sid, REQUEST)
+        for _ in range(STREAM_WINDOW // 16384):
+            frames += raw(0x0, 0, sid, chunk)
+    server.receive_data(bytes(frames))
+    server.data_to_send()
+    server.ack(25, 1000)  # far below half a window, but the peer has < 4 MiB left
+    updates = [f for f in frames_of(bytes(server.data_to_send())) if f.stream_id == 0]
+    assert [f.window_increment for f in updates] == [1000]  # type: ignore[attr-defined]
