@@ -13,7 +13,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
@@ -137,7 +137,7 @@ class H2Downstream(asyncio.Protocol):
 
     # -- streams -----------------------------------------------------------------
 
-    def _request(self, sid: int, headers: list[Header], end: int) -> None:
+    def _request(self, sid: int, headers: Sequence[Header], end: int) -> None:
         st = self.h2.streams.get(sid)
         if st is None:
             return  # reset later in the same batch (a stream error of the codec)
@@ -170,7 +170,7 @@ class H2Downstream(asyncio.Protocol):
     # example, it answered a protocol violation with RST_STREAM): such a send
     # raises StreamGone, and the exchange is then over.
 
-    def d_headers(self, ex: Exchange, headers: list[Header], end: bool) -> None:
+    def d_headers(self, ex: Exchange, headers: Sequence[Header], end: bool) -> None:
         mark_dirty(self)
         try:
             self.h2.send_headers(ex.down_sid, headers, end)
@@ -185,7 +185,7 @@ class H2Downstream(asyncio.Protocol):
             ex.finish(False)
             return len(data)
 
-    def d_trailers(self, ex: Exchange, headers: list[Header]) -> None:
+    def d_trailers(self, ex: Exchange, headers: Sequence[Header]) -> None:
         mark_dirty(self)
         try:
             self.h2.send_headers(ex.down_sid, headers, True)

@@ -14,7 +14,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from sidecar.transport.deadline import format_grpc_timeout
@@ -34,9 +34,9 @@ CANCEL = _CANCEL
 class Downstream(Protocol):
     """The client-facing side of an exchange (HTTP/2 or HTTP/1.1 connection)."""
 
-    def d_headers(self, ex: Exchange, headers: list[Header], end: bool) -> None: ...
+    def d_headers(self, ex: Exchange, headers: Sequence[Header], end: bool) -> None: ...
     def d_data(self, ex: Exchange, data: bytes, end: bool) -> int: ...
-    def d_trailers(self, ex: Exchange, headers: list[Header]) -> None: ...
+    def d_trailers(self, ex: Exchange, headers: Sequence[Header]) -> None: ...
     def d_reset(self, ex: Exchange, code: int) -> None: ...
     def d_ack(self, ex: Exchange, size: int) -> None: ...
     def d_error(self, ex: Exchange, grpc_status: int, http_status: int, message: str) -> None: ...
@@ -51,7 +51,7 @@ class Upstream(Protocol):
     address: tuple[str, int]
 
     def u_data(self, ex: Exchange, data: bytes, end: bool) -> int: ...
-    def u_trailers(self, ex: Exchange, headers: list[Header]) -> None: ...
+    def u_trailers(self, ex: Exchange, headers: Sequence[Header]) -> None: ...
     def u_ack(self, ex: Exchange, size: int) -> None: ...
     def u_done(self, ex: Exchange) -> None:
         """Forget the stream; reset it upstream (CANCEL) if it is still open."""
@@ -91,7 +91,7 @@ class Exchange:
         self,
         down: Downstream,
         down_sid: int,
-        headers: list[Header],
+        headers: Sequence[Header],
         is_grpc: bool,
         req_end: bool,
         timeout_index: int,
@@ -104,10 +104,10 @@ class Exchange:
         self.req_end = req_end
         self.req_sent_end = False
         self.req_buf: bytearray | None = None
-        self.req_trailers: list[Header] | None = None
+        self.req_trailers: Sequence[Header] | None = None
         self.resp_buf: bytearray | None = None
         self.resp_end = False
-        self.resp_trailers: list[Header] | None = None
+        self.resp_trailers: Sequence[Header] | None = None
         self.resp_started = False
         self.up: Upstream | None = None
         self.up_sid = 0
@@ -124,15 +124,18 @@ class Exchange:
 
     # -- request direction (downstream -> upstream) ---------------------------------
 
-    def request_headers(self, now: float) -> list[Header]:
+    def request_headers(self, now: float) -> Sequence[Header]:
         """The block to send upstream, `grpc-timeout` set to what remains at `now`."""
         headers = self.headers
         if self.deadline and self.timeout_index >= 0:
             # Only a caller's own grpc-timeout is rewritten; none is added for a
             # policy timeout (as Envoy): the proxy enforces that one itself, and a
             # grpc server pays a timer per call for every deadline it is given.
+            # (The received block may be shared and immutable: rewrite a copy.)
             value = format_grpc_timeout(self.deadline - now)
-            headers[self.timeout_index] = (b"grpc-timeout", value)
+            rewritten = list(headers)
+            rewritten[self.timeout_index] = (b"grpc-timeout", value)
+            return rewritten
         return headers
 
     def started(self, up: Upstream, sid: int) -> None:
@@ -162,7 +165,7 @@ class Exchange:
         else:
             self.req_buf += data
 
-    def req_finished(self, trailers: list[Header] | None = None) -> None:
+    def req_finished(self, trailers: Sequence[Header] | None = None) -> None:
         if self.req_end or self.finished:
             return
         self.req_end = True
@@ -202,7 +205,7 @@ class Exchange:
 
     # -- response direction (upstream -> downstream) --------------------------------
 
-    def resp_headers(self, headers: list[Header], end: bool) -> None:
+    def resp_headers(self, headers: Sequence[Header], end: bool) -> None:
         if self.finished:
             return
         self.resp_started = True
@@ -238,7 +241,7 @@ class Exchange:
         else:
             self.resp_buf += data
 
-    def resp_finished(self, trailers: list[Header] | None) -> None:
+    def resp_finished(self, trailers: Sequence[Header] | None) -> None:
         if self.finished or self.resp_end:
             return
         self.resp_end = True

@@ -34,7 +34,7 @@ Request-header semantics (pseudo-headers, names, values) are the caller's:
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from hpack.exceptions import HPACKError, OversizedHeaderListError
@@ -170,7 +170,7 @@ class _Stream:
 Header = tuple[bytes, bytes]
 
 
-def _content_length(headers: list[Header]) -> tuple[int, bool]:
+def _content_length(headers: Sequence[Header]) -> tuple[int, bool]:
     """(content-length or -1, whether `:status` is informational); (-2, _) if malformed."""
     length = -1
     informational = False
@@ -191,7 +191,7 @@ class H2Connection:
     queue frames; `data_to_send()` hands the queued bytes over.
     """
 
-    def __init__(self, client: bool, scan: Callable[[list[Header]], Any] | None = None) -> None:
+    def __init__(self, client: bool, scan: Callable[[Sequence[Header]], Any] | None = None) -> None:
         """`scan` (server side) derives what the caller needs from request headers;
         its result is kept on the stream (`streams[sid].head`) and reused for
         identical header blocks."""
@@ -239,7 +239,7 @@ class H2Connection:
             self.out = bytearray()
         return out
 
-    def open_stream(self, headers: list[Header], end: bool) -> int:
+    def open_stream(self, headers: Sequence[Header], end: bool) -> int:
         """Client side: start a stream with `headers`; returns its id."""
         sid = self.next_local
         self.next_local = sid + 2
@@ -248,7 +248,7 @@ class H2Connection:
         st.local_closed = end
         return sid
 
-    def send_headers(self, sid: int, headers: list[Header], end: bool) -> None:
+    def send_headers(self, sid: int, headers: Sequence[Header], end: bool) -> None:
         st = self.streams.get(sid)
         if st is None or st.local_closed:
             raise StreamGone(sid)
@@ -578,7 +578,7 @@ class H2Connection:
                 del streams[sid]
         events.append((kind, sid, headers, end))
 
-    def _derive(self, headers: list[Header]) -> tuple[int, bool, Any]:
+    def _derive(self, headers: Sequence[Header]) -> tuple[int, bool, Any]:
         """(content-length, informational, scan result) of the block just decoded."""
         memo = self._decoder.memo
         if memo is not None and memo.derived is not None:

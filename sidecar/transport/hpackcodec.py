@@ -12,24 +12,25 @@ nothing measurable on the loopback and LAN links a sidecar talks over.
 Invariants:
 - the encoder's output is valid at any peer SETTINGS_HEADER_TABLE_SIZE (it
   never references or alters the dynamic table);
-- the caches are bounded (fields per process, blocks per connection; each
-  is cleared when full);
+- the caches are bounded (fields and relayed blocks per process, decoded
+  blocks per connection; each is cleared when full);
 - a decoded block is reused only under the very dynamic table it was decoded
   with (the table counts its changes).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from hpack import Decoder
 from hpack.struct import NeverIndexedHeaderTuple
 from hpack.table import HeaderTable
 
-__all__ = ["BlockMemo", "HeaderDecoder", "encode_block", "encode_integer"]
+__all__ = ["Block", "BlockMemo", "HeaderDecoder", "encode_block", "encode_integer"]
 
 Header = tuple[bytes, bytes]
+Block = tuple[Header, ...]
 
 _CACHE_LIMIT = 4096
 _BLOCK_CACHE_LIMIT = 256
@@ -41,6 +42,7 @@ for _index, (_name, _value) in enumerate(_STATIC, start=1):
     _NAME.setdefault(_name, _index)
 
 _cache: dict[Header, bytes] = {}
+_by_identity: dict[int, tuple[Sequence[Header], bytes]] = {}
 
 
 def encode_integer(value: int, prefix_bits: int, first: int = 0) -> bytes:
@@ -79,8 +81,25 @@ def _never_indexed(name: bytes, value: bytes) -> bytes:
     return head + encode_integer(len(value), 7) + value
 
 
-def encode_block(headers: Iterable[Header]) -> bytes:
-    """The header block fragment for `headers` (names must already be lowercase)."""
+def encode_block(headers: Sequence[Header]) -> bytes:
+    """The header block fragment for `headers` (names must already be lowercase).
+
+    A tuple (a decoded block relayed unchanged) is encoded once: its bytes are
+    remembered by identity, holding the tuple so the identity stays unique.
+    """
+    if headers.__class__ is tuple:
+        hit = _by_identity.get(id(headers))
+        if hit is not None and hit[0] is headers:
+            return hit[1]
+        encoded = _encode_fields(headers)
+        if len(_by_identity) >= _BLOCK_CACHE_LIMIT:
+            _by_identity.clear()
+        _by_identity[id(headers)] = (headers, encoded)
+        return encoded
+    return _encode_fields(headers)
+
+
+def _encode_fields(headers: Iterable[Header]) -> bytes:
     cache = _cache
     parts = []
     for field in headers:
@@ -122,7 +141,7 @@ class BlockMemo:
 
     __slots__ = ("derived", "generation", "headers")
 
-    def __init__(self, generation: int, headers: list[Header]) -> None:
+    def __init__(self, generation: int, headers: Block) -> None:
         self.generation = generation
         self.headers = headers
         self.derived: Any = None
@@ -134,7 +153,7 @@ class HeaderDecoder:
     Peers repeat the same block bytes for the same fields once their dynamic
     table is warm (and our own encoder always does), so a block that left the
     table untouched is remembered with the table's generation: decoding it again
-    under the same table is a dict lookup and a list copy.
+    under the same table is a dict lookup, and hands out the same tuple.
 
     Raises hpack's HPACKError subclasses on undecodable input; the connection
     maps them to COMPRESSION_ERROR (or ENHANCE_YOUR_CALM when oversized).
@@ -151,21 +170,20 @@ class HeaderDecoder:
         # slot and is found there the next time the same block decodes.
         self.memo: BlockMemo | None = None
 
-    def decode(self, block: bytes) -> list[Header]:
-        """The fields of `block`, as a list the caller may change."""
+    def decode(self, block: bytes) -> Block:
+        """The fields of `block` (a tuple: blocks are shared, never changed)."""
         table = self._table
         generation = table.generation
         hit = self._cache.get(block)
         if hit is not None and hit.generation == generation:
             self.memo = hit
-            return hit.headers.copy()
-        headers: list[Header] = self._decoder.decode(block, raw=True)  # type: ignore[assignment]
+            return hit.headers
+        headers = tuple(self._decoder.decode(block, raw=True))
         if table.generation == generation:  # no insertion, no resize: reusable
             cache = self._cache
             if len(cache) >= _BLOCK_CACHE_LIMIT:
                 cache.clear()
-            memo = cache[block] = BlockMemo(generation, headers)
-            self.memo = memo
-            return headers.copy()
-        self.memo = None
+            self.memo = cache[block] = BlockMemo(generation, headers)
+        else:
+            self.memo = None
         return headers

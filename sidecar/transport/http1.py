@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import httptools
@@ -155,7 +155,7 @@ class H1Downstream(asyncio.Protocol):
 
     # -- Exchange's Downstream interface --------------------------------------------
 
-    def d_headers(self, ex: Exchange, headers: list[Header], end: bool) -> None:
+    def d_headers(self, ex: Exchange, headers: Sequence[Header], end: bool) -> None:
         head, self.chunked = h2_response_to_h1(
             headers, keep_alive=self.keep_alive, body_allowed=self.body_allowed
         )
@@ -179,7 +179,7 @@ class H1Downstream(asyncio.Protocol):
         self._mark()
         return len(data)
 
-    def d_trailers(self, ex: Exchange, headers: list[Header]) -> None:
+    def d_trailers(self, ex: Exchange, headers: Sequence[Header]) -> None:
         if self.chunked:
             fields = b"".join(n + b": " + v + b"\r\n" for n, v in headers if n[:1] != b":")
             self.out.append(b"0\r\n" + fields + b"\r\n")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 from typing import Any
 
 import structlog
@@ -121,7 +122,7 @@ class UpstreamConnection(asyncio.Protocol):
         except StreamGone:
             return len(data)  # the upstream is done with this stream; drop what is left
 
-    def u_trailers(self, ex: Exchange, headers: list[Header]) -> None:
+    def u_trailers(self, ex: Exchange, headers: Sequence[Header]) -> None:
         mark_dirty(self)
         with contextlib.suppress(StreamGone):
             self.h2.send_headers(ex.up_sid, headers, True)
