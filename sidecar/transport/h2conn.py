@@ -117,7 +117,7 @@ EV_TRAILERS = 2  # payload: trailer list (always ends the stream)
 EV_DATA = 3  # payload: bytes; arg: flow-controlled length (data + padding)
 EV_DATA_END = 4  # as EV_DATA, with END_STREAM
 EV_RESET = 5  # the stream is gone (peer RST_STREAM or our stream error); arg: code
-EV_WINDOW = 6  # send window grew (sid 0: the connection's)
+EV_WINDOW = 6  # send window grew after a send fell short (sid 0: the connection's)
 EV_SETTINGS = 7  # peer SETTINGS applied (windows or stream limit may have changed)
 EV_GOAWAY = 8  # sid: last stream id the peer will process; arg: code
 
@@ -144,6 +144,7 @@ class StreamGone(Exception):
 
 class _Stream:
     __slots__ = (
+        "blocked",
         "content_length",
         "got_headers",
         "head",
@@ -157,6 +158,7 @@ class _Stream:
 
     def __init__(self, send_window: int, got_headers: bool) -> None:
         self.send_window = send_window
+        self.blocked = False
         self.recv_window = STREAM_WINDOW
         self.recv_pending = 0
         self.local_closed = False
@@ -206,6 +208,9 @@ class H2Connection:
         self.highest_remote = 0  # highest stream id the peer opened (server side)
         self.next_local = 1  # next stream id we open (client side)
         self.send_window = _DEFAULT_WINDOW
+        # A send fell short of its data for want of window: only then does a
+        # WINDOW_UPDATE concern the caller (EV_WINDOW), else it is just counted.
+        self.blocked = False
         self.recv_window = CONNECTION_WINDOW
         self.recv_pending = 0
         self.peer_initial_window = _DEFAULT_WINDOW
@@ -291,6 +296,7 @@ class H2Connection:
             return 0
         window = self.send_window if self.send_window < st.send_window else st.send_window
         if window <= 0:
+            st.blocked = self.blocked = True
             return 0
         frame = self.peer_max_frame
         if size <= window and size <= frame:
@@ -312,7 +318,9 @@ class H2Connection:
             sent = last
         self.send_window -= sent
         st.send_window -= sent
-        if end and sent == size:
+        if sent < size:
+            st.blocked = self.blocked = True
+        elif end:
             self._local_end(sid, st)
         return sent
 
@@ -598,7 +606,9 @@ class H2Connection:
             self.send_window += increment
             if self.send_window > MAX_WINDOW:
                 raise self._fail(FLOW_CONTROL_ERROR, "connection send window above 2^31-1")
-            events.append((EV_WINDOW, 0, None, 0))
+            if self.blocked:
+                self.blocked = False
+                events.append((EV_WINDOW, 0, None, 0))
             return
         st = self.streams.get(sid)
         if st is None:
@@ -612,7 +622,9 @@ class H2Connection:
         if st.send_window > MAX_WINDOW:
             self._stream_error(sid, FLOW_CONTROL_ERROR, events)
             return
-        events.append((EV_WINDOW, sid, None, 0))
+        if st.blocked:
+            st.blocked = False
+            events.append((EV_WINDOW, sid, None, 0))
 
     def _control(
         self, kind: int, buf: bytes, start: int, end: int, flags: int, sid: int, events: list[Event]

@@ -62,7 +62,7 @@ COMPRESSION_ERROR = 9
 def pair() -> tuple[H2Connection, H2Connection]:
     """A connected client/server pair with SETTINGS exchanged and acknowledged."""
     client, server = H2Connection(client=True), H2Connection(client=False)
-    hello = [(EV_SETTINGS, 0, None, 0), (EV_WINDOW, 0, None, 0)]  # SETTINGS, wider window
+    hello = [(EV_SETTINGS, 0, None, 0)]  # the wider window is no news: nothing was blocked
     assert server.receive_data(bytes(client.data_to_send())) == hello
     assert client.receive_data(bytes(server.data_to_send())) == hello
     server.receive_data(bytes(client.data_to_send()))  # the SETTINGS ACK
@@ -194,11 +194,13 @@ def test_send_data_stops_at_the_peer_window_and_resumes_on_window_update() -> No
     client.ack(sid, STREAM_WINDOW)
     client.data_to_send()  # its WINDOW_UPDATE is dropped: the server sees only ours below
     client.out += WindowUpdateFrame(sid, window_increment=50_000).serialize()
+    client.out += WindowUpdateFrame(sid, window_increment=1).serialize()
+    # the first update unblocks the stream; the second is no news until a send falls short
     assert deliver(client, server) == [(EV_WINDOW, sid, None, 0)]
-    assert server.send_data(sid, body[sent:], True) == 50_000
+    assert server.send_data(sid, body[sent:], True) == 50_001
     client.out += WindowUpdateFrame(sid, window_increment=50_000).serialize()
     deliver(client, server)
-    assert server.send_data(sid, body[sent + 50_000 :], True) == 50_000
+    assert server.send_data(sid, body[sent + 50_001 :], True) == 49_999
     assert deliver(server, client)[-1][0] == EV_DATA_END
 
 
