@@ -8,6 +8,10 @@ table (RFC 7541 section 6.2.2 "literal without indexing", or a static-table
 index), so an encoded field depends only on the field itself and is cached.
 The blocks are larger on the wire (no Huffman, no dynamic table), which costs
 nothing measurable on the loopback and LAN links a sidecar talks over.
+Tried and dropped: a per-connection encoder with a dynamic table (insert on
+first use, index after), in case literals made the gRPC server parse more.
+A/B with bench.relay, echo server CPU per request at c=64: 276-304 us with
+this encoder, 268-308 us with the dynamic one; relay CPU the same.
 
 Invariants:
 - the encoder's output is valid at any peer SETTINGS_HEADER_TABLE_SIZE (it
