@@ -19,7 +19,7 @@ from typing import Any
 
 import grpc
 import pytest
-from hpack import Encoder
+from hpack import Decoder, Encoder
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -55,8 +55,8 @@ def frame(kind: int, flags: int, sid: int, payload: bytes = b"") -> bytes:
     )
 
 
-def block(headers: list[tuple[bytes, bytes]]) -> bytes:
-    return bytes(Encoder().encode(headers))
+def block(headers: list[tuple[bytes, bytes]], huffman: bool = True) -> bytes:
+    return bytes(Encoder().encode(headers, huffman=huffman))
 
 
 def headers(sid: int, fields: list[tuple[bytes, bytes]] = GOOD, end: bool = True) -> bytes:
@@ -553,5 +553,183 @@ def test_listener_serves_a_grpc_call_after_garbage(app: EchoApp, garbage: list[b
             async with grpc.aio.insecure_channel("{}:{}".format(*listener.address)) as channel:
                 call = channel.unary_unary("/test.Echo/Unary")
                 assert await call(b"still here", timeout=5) == b"still here"
+
+    run(scenario)
+
+
+# -- misbehaving upstream servers ---------------------------------------------------------
+
+Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+RESPONSE = [(b":status", b"200"), (b"content-type", b"application/grpc")]
+TRAILERS = [(b"grpc-status", b"0")]
+
+
+async def read_request(reader: asyncio.StreamReader) -> int:
+    """Read the relay's preface and frames up to a complete request header block; its stream."""
+    assert await reader.readexactly(24) == PREFACE
+    while True:
+        kind, flags, sid, _ = await read_frame(reader)
+        if kind == HEADERS and flags & END_HEADERS:
+            return sid
+
+
+def upstream_script(script: Script) -> Script:
+    """Run `script`, then hold the connection open until the relay closes it."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            await script(reader, writer)
+            await writer.drain()
+            while await reader.read(65536):
+                pass
+        writer.close()
+
+    return serve
+
+
+async def call_through(
+    script: Script, pool: UpstreamPool | None = None, wait: float = 5.0
+) -> tuple[grpc.StatusCode, str, float]:
+    """One unary gRPC call (no deadline) through a relay to `script`: code, details, seconds."""
+    pool = pool or UpstreamPool()
+    async with scripted_upstream_server(upstream_script(script)) as address:
+        listener = await start_listener(
+            "127.0.0.1", 0, StaticDispatcher(address), pool, name="upstream-adversarial"
+        )
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            async with grpc.aio.insecure_channel("{}:{}".format(*listener.address)) as channel:
+                call = channel.unary_unary("/test.Echo/Unary")
+                try:
+                    async with asyncio.timeout(wait):
+                        await call(b"hello")
+                except grpc.aio.AioRpcError as exc:
+                    return exc.code(), exc.details() or "", loop.time() - started
+                except TimeoutError:
+                    raise AssertionError(f"the call hung for {wait} s") from None
+            return grpc.StatusCode.OK, "", loop.time() - started
+        finally:
+            await listener.close(grace=0.3)
+            await pool.close()
+
+
+def outcome(script: Script, **kwargs: Any) -> tuple[grpc.StatusCode, str, float]:
+    result: list[tuple[grpc.StatusCode, str, float]] = []
+
+    async def scenario() -> None:
+        result.append(await call_through(script, **kwargs))
+
+    run(scenario)
+    return result[0]
+
+
+def test_upstream_sending_garbage_is_unavailable() -> None:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+
+    code, details, _ = outcome(script)
+    assert code == grpc.StatusCode.UNAVAILABLE
+    assert "protocol error" in details and "127.0.0.1:" in details
+
+
+def test_upstream_push_promise_is_unavailable() -> None:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sid = await read_request(reader)
+        promise = struct.pack(">I", 2) + block(GOOD)
+        writer.write(settings_frame() + frame(PUSH_PROMISE, END_HEADERS, sid, promise))
+
+    code, details, _ = outcome(script)
+    assert code == grpc.StatusCode.UNAVAILABLE and "PUSH_PROMISE" in details
+
+
+@pytest.mark.xfail(
+    strict=True, reason="bug: a response without :status is relayed verbatim (caller: UNKNOWN)"
+)
+def test_upstream_response_without_status_is_a_clear_error() -> None:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sid = await read_request(reader)
+        writer.write(settings_frame() + headers(sid, [(b"content-type", b"application/grpc")]))
+
+    code, details, _ = outcome(script)
+    assert code == grpc.StatusCode.UNAVAILABLE
+    assert ":status" in details and "127.0.0.1:" in details
+
+
+def test_upstream_huge_header_block_is_unavailable() -> None:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sid = await read_request(reader)
+        fragment = block([*RESPONSE, (b"x-huge", b"v" * 200_000)], huffman=False)
+        chunks = [fragment[i : i + 16384] for i in range(0, len(fragment), 16384)]
+        out = [frame(HEADERS, 0, sid, chunks[0])]
+        out += [frame(CONTINUATION, 0, sid, c) for c in chunks[1:-1]]
+        out.append(frame(CONTINUATION, END_HEADERS, sid, chunks[-1]))
+        writer.write(settings_frame() + b"".join(out))
+
+    code, details, elapsed = outcome(script)
+    assert code == grpc.StatusCode.UNAVAILABLE and "too large" in details
+    assert elapsed < 3
+
+
+def test_upstream_goaway_below_in_flight_stream_is_refused_not_hung() -> None:
+    """The upstream never processed the stream: the caller learns at once (REFUSED_STREAM or
+    UNAVAILABLE), and may retry safely; the upstream connection is not used again."""
+    connections = 0
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await read_request(reader)
+        writer.write(settings_frame() + frame(GOAWAY, 0, 0, struct.pack(">II", 0, NO_ERROR)))
+
+    code, _, elapsed = outcome(script)
+    assert code == grpc.StatusCode.UNAVAILABLE
+    assert elapsed < 3
+
+
+@pytest.mark.xfail(
+    strict=True, reason="bug: no handshake timeout, a call without deadline hangs forever"
+)
+def test_upstream_that_never_sends_settings_fails_the_call() -> None:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)  # and then silence
+
+    options: dict[str, Any] = {"handshake_timeout": 0.5}
+    code, details, elapsed = outcome(script, pool=UpstreamPool(**options))
+    assert code == grpc.StatusCode.UNAVAILABLE and "SETTINGS" in details
+    assert 0.4 < elapsed < 3
+
+
+def test_upstream_exceeding_our_stream_window_ends_the_call_with_an_error() -> None:
+    """The caller (a raw client granting only the default 64 KiB) keeps the relay from acking
+    more than that, so 1 MiB + 128 KiB of response DATA must exceed what we granted upstream."""
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sid = await read_request(reader)
+        writer.write(settings_frame() + headers(sid, RESPONSE, end=False))
+        chunk = frame(DATA, 0, sid, bytes(16384))
+        writer.write(chunk * (((1 << 20) + (128 << 10)) // 16384))
+
+    async def scenario() -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            address = await stack.enter_async_context(
+                scripted_upstream_server(upstream_script(script))
+            )
+            listener = await stack.enter_async_context(relay(address))
+            reader, writer = await h2_connect(listener)
+            writer.write(headers(1))
+            frames = await read_until(
+                reader, lambda f: f[2] == 1 and (f[0] == RST_STREAM or f[1] & END_STREAM != 0)
+            )
+            writer.close()
+        last = frames[-1]
+        assert last[2] == 1
+        if last[0] == HEADERS:  # trailers: a gRPC status naming the upstream
+            fields = dict(Decoder().decode(last[3], raw=True))
+            assert fields[b"grpc-status"] == b"14"
+            assert b"window" in fields[b"grpc-message"]
+        else:
+            assert last[0] == RST_STREAM
 
     run(scenario)
