@@ -22,7 +22,7 @@ import structlog
 
 from sidecar.transport.exchange import Exchange
 from sidecar.transport.flush import flush_dirty, mark_dirty
-from sidecar.transport.frames import CANCEL, REFUSED_STREAM
+from sidecar.transport.frames import CANCEL, PROTOCOL_ERROR, REFUSED_STREAM
 from sidecar.transport.h2conn import (
     EV_DATA,
     EV_DATA_END,
@@ -44,6 +44,9 @@ __all__ = ["UpstreamConnection", "UpstreamPool"]
 
 _log = structlog.get_logger("sidecar.transport")
 CONNECT_TIMEOUT = 10.0
+# A peer that accepts TCP but never sends its SETTINGS (not an HTTP/2 server, or
+# hung) would otherwise hold every call without a deadline forever.
+HANDSHAKE_TIMEOUT = 10.0
 # RFC 9113: no limit until the peer's SETTINGS say one; streams beyond a
 # lower advertised limit wait on the connection for a slot.
 _ASSUMED_MAX_STREAMS = 1000
@@ -67,6 +70,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.going_away = False
         self.closed = False
         self.max_streams = _ASSUMED_MAX_STREAMS
+        self.handshake: asyncio.TimerHandle | None = None  # until the peer's SETTINGS
 
     # -- pool side -------------------------------------------------------------------
 
@@ -154,6 +158,7 @@ class UpstreamConnection(asyncio.Protocol):
         if self.closed:
             transport.close()
             return
+        self.handshake = self.loop.call_later(self.pool.handshake_timeout, self._handshake_expired)
         mark_dirty(self)
         waiting, self.waiting = self.waiting, []
         for ex in waiting:
@@ -191,8 +196,16 @@ class UpstreamConnection(asyncio.Protocol):
                         ex.resp_finished(None)
             elif kind == EV_HEADERS:
                 ex = streams.get(sid)
-                if ex is not None:
+                if ex is None:
+                    continue
+                if payload and payload[0][0] == b":status":
                     ex.resp_headers(payload, bool(arg))
+                else:
+                    # RFC 9113 8.3.2: pseudo-headers come first, and :status is mandatory.
+                    self.h2.reset(sid, PROTOCOL_ERROR)
+                    ex.up_failed(
+                        f"upstream {self.label}: malformed response, no :status pseudo-header"
+                    )
             elif kind == EV_TRAILERS:
                 ex = streams.get(sid)
                 if ex is not None:
@@ -204,12 +217,18 @@ class UpstreamConnection(asyncio.Protocol):
                 if ex is not None:
                     ex.up_reset(arg)
             elif kind == EV_SETTINGS:
+                if self.handshake is not None:
+                    self.handshake.cancel()
+                    self.handshake = None
                 self._settings_changed()
             elif kind == EV_GOAWAY:
                 self._goaway(sid, arg)
         mark_dirty(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.handshake is not None:
+            self.handshake.cancel()
+            self.handshake = None
         self.closed = True
         self.pool._forget(self)
         reason = str(exc) if exc else "closed by peer"
@@ -241,6 +260,18 @@ class UpstreamConnection(asyncio.Protocol):
         self.max_streams = limit if limit < 1 << 20 else 1 << 20
         self._window_opened(0)
 
+    def _handshake_expired(self) -> None:
+        self.handshake = None
+        if self.closed:
+            return
+        timeout = self.pool.handshake_timeout
+        self._fail_all(
+            f"upstream {self.label}: no SETTINGS within {timeout:g} s of connecting "
+            "(not an HTTP/2 server, or not answering)"
+        )
+        self.close()
+        flush_dirty()
+
     def _goaway(self, last_stream_id: int, error_code: Any) -> None:
         self.going_away = True
         self.pool._forget(self)
@@ -261,6 +292,9 @@ class UpstreamConnection(asyncio.Protocol):
             ex.up_failed(message)
 
     def close(self) -> None:
+        if self.handshake is not None:
+            self.handshake.cancel()
+            self.handshake = None
         self.closed = True
         self.pool._forget(self)
         transport = self.transport
@@ -282,8 +316,15 @@ class UpstreamConnection(asyncio.Protocol):
 class UpstreamPool:
     """Upstream connections by address, shared by every listener of a sidecar."""
 
-    def __init__(self, *, metrics: Any = None) -> None:
+    def __init__(
+        self, *, metrics: Any = None, handshake_timeout: float = HANDSHAKE_TIMEOUT
+    ) -> None:
+        """`handshake_timeout`: seconds a new connection may take to send its SETTINGS;
+        after that its calls fail UNAVAILABLE and it is closed."""
+        if not handshake_timeout > 0:
+            raise ValueError(f"handshake_timeout must be > 0 seconds, got {handshake_timeout!r}")
         self.metrics = metrics
+        self.handshake_timeout = handshake_timeout
         self._by_address: dict[tuple[str, int], list[UpstreamConnection]] = {}
         self._all: set[UpstreamConnection] = set()
         self._tasks: set[asyncio.Task[None]] = set()
