@@ -739,9 +739,9 @@ def answer(sid: int, body: bytes) -> bytes:
 
 
 def test_streams_queued_for_a_goaway_connection_move_to_a_new_one() -> None:
-    """Upstream allows 1 concurrent stream; a 2nd call queues on its connection; then GOAWAY
-    (last = the 1st stream) arrives: the 1st finishes there, the 2nd must go out on a new
-    connection instead of starting on one the peer no longer serves."""
+    """Upstream allows 1 concurrent stream, then sends GOAWAY (last = the 1st stream) while a
+    2nd call waits: the 1st finishes on the old connection, the 2nd goes out on a new one
+    (never on a connection the peer no longer serves)."""
     first_seen = asyncio.Event()
     go = asyncio.Event()
     connections = 0
@@ -761,7 +761,6 @@ def test_streams_queued_for_a_goaway_connection_move_to_a_new_one() -> None:
             writer.write(answer(sid, b"2"))
 
     async def scenario() -> None:
-        pool = UpstreamPool()
         async with contextlib.AsyncExitStack() as stack:
             address = await stack.enter_async_context(
                 scripted_upstream_server(upstream_script(script))
@@ -779,7 +778,6 @@ def test_streams_queued_for_a_goaway_connection_move_to_a_new_one() -> None:
             go.set()
             assert await one == b"1"
             assert await two == b"2"
-        await pool.close()
 
     run(scenario)
     assert connections == 2
