@@ -27,6 +27,7 @@ __all__ = [
     "h2_response_to_h1",
     "http_error_response",
     "percent_encode_grpc_message",
+    "response_error",
     "scan_request",
     "status_of",
     "trailers_error",
@@ -160,6 +161,36 @@ def scan_request(headers: Sequence[Header], validate: bool = True) -> RequestHea
     if not head.authority:
         head.authority = host
     return head
+
+
+def response_error(headers: Sequence[Header]) -> str:
+    """Why a response header block is malformed (RFC 9113 8.2, 8.3.2), or "".
+
+    Exactly one 3-digit `:status`, first; no other pseudo-header; well-formed
+    regular fields (found well-formed before: a set lookup).
+    """
+    if not headers:
+        return "no :status pseudo-header"
+    name, value = headers[0]
+    if name != b":status":
+        return "no :status pseudo-header first"
+    if len(value) != 3 or not value.isdigit():
+        return f":status {value!r} is not a 3-digit code"
+    checked = _checked
+    for index in range(1, len(headers)):
+        field = headers[index]
+        name, value = field
+        if name[:1] == b":":  # before the cache: it holds request pseudo-headers too
+            return f"pseudo-header {name!r} not allowed here"
+        if field in checked:
+            continue
+        error = _field_error(name, value)
+        if error:
+            return error
+        if len(checked) >= _CHECKED_LIMIT:
+            checked.clear()
+        checked.add(field)
+    return ""
 
 
 def trailers_error(headers: Sequence[Header]) -> str:

@@ -38,7 +38,7 @@ from sidecar.transport.h2conn import (
     H2Connection,
     StreamGone,
 )
-from sidecar.transport.headers import Header
+from sidecar.transport.headers import Header, response_error, trailers_error
 
 __all__ = ["UpstreamConnection", "UpstreamPool"]
 
@@ -198,17 +198,19 @@ class UpstreamConnection(asyncio.Protocol):
                 ex = streams.get(sid)
                 if ex is None:
                     continue
-                if payload and payload[0][0] == b":status":
-                    ex.resp_headers(payload, bool(arg))
+                error = response_error(payload)
+                if error:
+                    self._malformed(sid, ex, error)
                 else:
-                    # RFC 9113 8.3.2: pseudo-headers come first, and :status is mandatory.
-                    self.h2.reset(sid, PROTOCOL_ERROR)
-                    ex.up_failed(
-                        f"upstream {self.label}: malformed response, no :status pseudo-header"
-                    )
+                    ex.resp_headers(payload, bool(arg))
             elif kind == EV_TRAILERS:
                 ex = streams.get(sid)
-                if ex is not None:
+                if ex is None:
+                    continue
+                error = trailers_error(payload)
+                if error:
+                    self._malformed(sid, ex, error)
+                else:
                     ex.resp_finished(payload)
             elif kind == EV_WINDOW:
                 self._window_opened(sid)
@@ -259,6 +261,11 @@ class UpstreamConnection(asyncio.Protocol):
         limit = self.h2.peer_max_streams
         self.max_streams = limit if limit < 1 << 20 else 1 << 20
         self._window_opened(0)
+
+    def _malformed(self, sid: int, ex: Exchange, error: str) -> None:
+        """RFC 9113 8.1.1: a malformed response is a stream error; it is never relayed."""
+        self.h2.reset(sid, PROTOCOL_ERROR)
+        ex.up_failed(f"upstream {self.label}: malformed response: {error}")
 
     def _handshake_expired(self) -> None:
         self.handshake = None

@@ -689,8 +689,7 @@ def test_upstream_that_never_sends_settings_fails_the_call() -> None:
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)  # and then silence
 
-    options: dict[str, Any] = {"handshake_timeout": 0.5}
-    code, details, elapsed = outcome(script, pool=UpstreamPool(**options))
+    code, details, elapsed = outcome(script, pool=UpstreamPool(handshake_timeout=0.5))
     assert code == grpc.StatusCode.UNAVAILABLE and "SETTINGS" in details
     assert 0.4 < elapsed < 3
 
@@ -781,3 +780,37 @@ def test_streams_queued_for_a_goaway_connection_move_to_a_new_one() -> None:
 
     run(scenario)
     assert connections == 2
+
+
+@pytest.mark.parametrize(
+    ("response", "trailers"),
+    [
+        pytest.param([(b":status", b"abc"), *RESPONSE[1:]], TRAILERS, id="status-not-a-number"),
+        pytest.param([(b":status", b"20"), *RESPONSE[1:]], TRAILERS, id="status-two-digits"),
+        pytest.param([*RESPONSE[:1], (b":path", b"/x"), *RESPONSE[1:]], TRAILERS, id="path"),
+        pytest.param([*RESPONSE[:1], *RESPONSE], TRAILERS, id="status-twice"),
+        pytest.param([*RESPONSE, (b"connection", b"close")], TRAILERS, id="connection-header"),
+        pytest.param([*RESPONSE, (b"X-Upper", b"1")], TRAILERS, id="uppercase-name"),
+        pytest.param([*RESPONSE, (b"x-a", b"a\r\nb")], TRAILERS, id="crlf-in-value"),
+        pytest.param(RESPONSE, [(b":status", b"200"), *TRAILERS], id="pseudo-in-trailers"),
+        pytest.param(RESPONSE, [*TRAILERS, (b"Grpc-Message", b"x")], id="uppercase-trailer"),
+    ],
+)
+def test_malformed_upstream_response_is_unavailable_not_relayed(
+    response: list[tuple[bytes, bytes]], trailers: list[tuple[bytes, bytes]]
+) -> None:
+    """RFC 9113 8.1.1: a malformed response is a stream error; the relay must not pass it on
+    (the caller would see it as our protocol error) but answer UNAVAILABLE naming the upstream."""
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sid = await read_request(reader)
+        writer.write(
+            settings_frame()
+            + headers(sid, response, end=False)
+            + frame(DATA, 0, sid, grpc_message(b"hello"))
+            + headers(sid, trailers, end=True)
+        )
+
+    code, details, _ = outcome(script)
+    assert code == grpc.StatusCode.UNAVAILABLE, details
+    assert "malformed" in details and "127.0.0.1:" in details
