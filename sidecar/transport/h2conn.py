@@ -15,7 +15,12 @@ HPACK block cache (hpackcodec.py) and the request-scan memo ~125 / ~200 us.
 back (load average 0.6-1.2): sidecar CPU per request at c=64 388-402 -> 80-95 us
 (Envoy 1 worker: 98-128 us), at c=1 740-770 -> 200-230 us (Envoy 300-340 us);
 pair rps vs direct at c=64 26% -> 58% (vs the Envoy pair 52% -> 80%); one hop
-adds 0.85 -> 0.33 ms p50 at c=1; RSS 44 -> 32 MiB.
+adds 0.85 -> 0.33 ms p50 at c=1; RSS 44 -> 32 MiB. A full run (3 rounds) of
+each, back to back, the machine busier (load 0.5 -> 3.6): c=64 378-416 ->
+116-127 us (Envoy 122-130), c=1 716-807 -> 141-162 us (Envoy 284-343); pair
+40% -> 60% of direct rps at c=64 (47% -> 73% of the Envoy pair). The gap to
+the Envoy pair is now the echo server's CPU: ~330-350 us per request behind
+Skein against ~280-300 us behind Envoy (not HPACK: see hpackcodec.py).
 
 What a frame parse guarantees (the connection or stream error RFC 9113
 prescribes, GOAWAY queued before `ConnectionFailed` is raised):
