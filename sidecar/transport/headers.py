@@ -194,14 +194,27 @@ def response_error(headers: Sequence[Header]) -> str:
 
 
 def trailers_error(headers: Sequence[Header]) -> str:
-    """Why a trailer block is malformed (pseudo-headers, bad names/values), or ""."""
-    for name, value in headers:
+    """Why a trailer block is malformed (pseudo-headers, bad names/values), or "".
+
+    Checked on every relayed gRPC response: fields found well-formed before
+    skip the regexes (the same memo as `scan_request`).
+    """
+    checked = _checked
+    for field in headers:
+        name, value = field
         if name[:1] == b":":
             return f"pseudo-header {name!r} in trailers"
-        if _BAD_NAME.search(name) is not None or name in CONNECTION_SPECIFIC:
+        if name in CONNECTION_SPECIFIC:  # before the memo: `te: trailers` is fine in requests
+            return f"header name {name!r} not allowed in trailers"
+        if field in checked:
+            continue
+        if _BAD_NAME.search(name) is not None:
             return f"header name {name!r} not allowed in trailers"
         if _BAD_VALUE.search(value) is not None:
             return f"header {name!r} has a value with CR, LF, NUL or edge whitespace"
+        if len(checked) >= _CHECKED_LIMIT:
+            checked.clear()
+        checked.add(field)
     return ""
 
 

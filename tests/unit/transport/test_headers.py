@@ -183,3 +183,13 @@ def test_scan_request_memo_never_accepts_a_field_it_rejected() -> None:
     assert scan_request([*GOOD, (b"te", b"trailers")]).error == ""
     # a pseudo-header's value is checked like any other
     assert "CR, LF, NUL" in scan_request([(b":method", b"PO\x00ST"), *GOOD[1:]]).error
+
+
+def test_trailers_error_memo_keeps_rejecting() -> None:
+    for _ in range(2):  # the second round may answer from the memo
+        assert trailers_error([(b"grpc-status", b"0"), (b"grpc-message", b"ok")]) == ""
+        assert "not allowed" in trailers_error([(b"te", b"trailers")])
+        assert "not allowed" in trailers_error([(b"Grpc-Status", b"0")])
+        assert "CR, LF" in trailers_error([(b"grpc-message", b"a\r\nb")])
+    assert scan_request([*GOOD, (b"te", b"trailers")]).error == ""  # memoised as well-formed
+    assert "not allowed" in trailers_error([(b"te", b"trailers")])  # still not in trailers
