@@ -13,12 +13,19 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from skein.localetcd import free_port
 
 __all__ = ["Daemon", "ProcessGroup", "free_port"]
+
+# What a daemon prints when a port it was given is taken (see `bind_error`).
+_BIND_FAILED = b"cannot listen"
+_BIND_ATTEMPTS = 3
+
+# Picks fresh ports: returns argv, admin address and listener addresses.
+Rebind = Callable[[], tuple[list[str], str | None, dict[str, str]]]
 
 
 @dataclass
@@ -33,6 +40,10 @@ class Daemon:
     # Listener addresses by role ("listen", "inbound", "outbound").
     addresses: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
+    # A free port can be taken by another process between `free_port()` and
+    # the daemon's bind; with `rebind`, `wait_ready` retries on fresh ports.
+    rebind: Rebind | None = None
+    binds_left: int = _BIND_ATTEMPTS - 1
 
     def start(self) -> Daemon:
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
@@ -70,6 +81,8 @@ class Daemon:
     def wait_ready(self, timeout: float = 20.0, path: str = "/ready") -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if not self.alive() and self._retry_bind():
+                continue
             if not self.alive():
                 raise RuntimeError(
                     f"{self.name} exited with {self.proc and self.proc.returncode}"
@@ -79,6 +92,21 @@ class Daemon:
                 return
             time.sleep(0.05)
         raise TimeoutError(f"{self.name} not ready after {timeout}s; log: {self.log_path}")
+
+    def _retry_bind(self) -> bool:
+        """Restart on fresh ports if the daemon died because a port was taken."""
+        if self.rebind is None or self.binds_left <= 0 or self.log_path is None:
+            return False
+        with open(self.log_path, "rb") as log:
+            if _BIND_FAILED not in log.read():
+                return False
+        self.binds_left -= 1
+        self.argv, self.admin, addresses = self.rebind()
+        self.addresses.update(addresses)
+        with open(self.log_path, "ab") as log:
+            log.write(b"--- restarting on fresh ports (a port was taken) ---\n")
+        self.start()
+        return True
 
     def signal(self, sig: int) -> None:
         if self.alive():
@@ -130,35 +158,31 @@ class ProcessGroup:
         self.daemons.append(daemon.start())
         return daemon
 
-    def control(self, name: str, etcd: str, *extra: str) -> Daemon:
-        listen, admin = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
-        argv = skein_argv("control", "--etcd", etcd, "--listen", listen, "--admin", admin, *extra)
+    def start_bound(self, name: str, build: Rebind) -> Daemon:
+        argv, admin, addresses = build()
         daemon = self.start(name, argv, admin=admin)
-        daemon.addresses["listen"] = listen
+        daemon.addresses.update(addresses)
+        daemon.rebind = build
         return daemon
 
+    def control(self, name: str, etcd: str, *extra: str) -> Daemon:
+        def build() -> tuple[list[str], str | None, dict[str, str]]:
+            listen, admin = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+            flags = ("--etcd", etcd, "--listen", listen, "--admin", admin)
+            return skein_argv("control", *flags, *extra), admin, {"listen": listen}
+
+        return self.start_bound(name, build)
+
     def sidecar(self, name: str, service: str, control: str, app: str, *extra: str) -> Daemon:
-        inbound, outbound = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
-        admin = f"127.0.0.1:{free_port()}"
-        argv = skein_argv(
-            "sidecar",
-            "--service",
-            service,
-            "--control",
-            control,
-            "--app",
-            app,
-            "--inbound",
-            inbound,
-            "--outbound",
-            outbound,
-            "--admin",
-            admin,
-            *extra,
-        )
-        daemon = self.start(name, argv, admin=admin)
-        daemon.addresses.update(inbound=inbound, outbound=outbound)
-        return daemon
+        def build() -> tuple[list[str], str | None, dict[str, str]]:
+            inbound, outbound = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+            admin = f"127.0.0.1:{free_port()}"
+            flags = ("--service", service, "--control", control, "--app", app)
+            ports = ("--inbound", inbound, "--outbound", outbound, "--admin", admin)
+            argv = skein_argv("sidecar", *flags, *ports, *extra)
+            return argv, admin, {"inbound": inbound, "outbound": outbound}
+
+        return self.start_bound(name, build)
 
     def stop_all(self) -> None:
         for daemon in reversed(self.daemons):
