@@ -95,9 +95,7 @@ class H2Downstream(asyncio.Protocol):
                 if ex is None:
                     h2.ack(sid, arg)
                 else:
-                    ex.req_data(payload, arg - len(payload))
-                    if kind == EV_DATA_END:
-                        ex.req_finished(None)
+                    ex.req_data(payload, arg - len(payload), kind == EV_DATA_END)
             elif kind == EV_HEADERS:
                 self._request(sid, payload, arg)
             elif kind == EV_WINDOW:

@@ -147,23 +147,33 @@ class Exchange:
         else:
             self.drain_req()
 
-    def req_data(self, data: bytes, padding: int) -> None:
+    def req_data(self, data: bytes, padding: int, end: bool = False) -> None:
+        """Relay request bytes; `end`: they carried END_STREAM.
+
+        The end goes upstream on the same DATA frame when the window lets all of
+        `data` through: an empty DATA frame just to end the stream costs the
+        server a frame (and often a read) per request.
+        """
         if padding:
             self.down.d_ack(self, padding)
         if self.finished:
             self.down.d_ack(self, len(data))
             return
         if self.up_sid and self.req_buf is None:
-            sent = self.up.u_data(self, data, False)  # type: ignore[union-attr]
+            sent = self.up.u_data(self, data, end)  # type: ignore[union-attr]
             if sent:
                 self.down.d_ack(self, sent)
             if sent == len(data):
+                if end:
+                    self.req_end = self.req_sent_end = True
                 return
             data = data[sent:]
         if self.req_buf is None:
             self.req_buf = bytearray(data)
         else:
             self.req_buf += data
+        if end:
+            self.req_finished(None)
 
     def req_finished(self, trailers: Sequence[Header] | None = None) -> None:
         if self.req_end or self.finished:
@@ -221,7 +231,8 @@ class Exchange:
         else:
             self.down.d_headers(self, headers, False)
 
-    def resp_data(self, data: bytes, padding: int) -> None:
+    def resp_data(self, data: bytes, padding: int, end: bool = False) -> None:
+        """Relay response bytes; `end`: they carried END_STREAM (sent along, as above)."""
         up = self.up
         if padding and up is not None:
             up.u_ack(self, padding)
@@ -230,16 +241,21 @@ class Exchange:
                 up.u_ack(self, len(data))
             return
         if self.resp_buf is None:
-            sent = self.down.d_data(self, data, False)
+            sent = self.down.d_data(self, data, end)
             if sent:
                 up.u_ack(self, sent)  # type: ignore[union-attr]
             if sent == len(data):
+                if end:
+                    self.resp_end = True
+                    self.finish(self._ok())
                 return
             data = data[sent:]
         if self.resp_buf is None:
             self.resp_buf = bytearray(data)
         else:
             self.resp_buf += data
+        if end:
+            self.resp_finished(None)
 
     def resp_finished(self, trailers: Sequence[Header] | None) -> None:
         if self.finished or self.resp_end:

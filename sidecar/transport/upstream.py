@@ -191,9 +191,7 @@ class UpstreamConnection(asyncio.Protocol):
                 if ex is None:
                     self.h2.ack(sid, arg)
                 else:
-                    ex.resp_data(payload, arg - len(payload))
-                    if kind == EV_DATA_END:
-                        ex.resp_finished(None)
+                    ex.resp_data(payload, arg - len(payload), kind == EV_DATA_END)
             elif kind == EV_HEADERS:
                 ex = streams.get(sid)
                 if ex is None:
