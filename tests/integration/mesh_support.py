@@ -9,6 +9,7 @@ reached the server through the sidecars.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import json
 import os
@@ -16,7 +17,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -213,6 +214,20 @@ class Mesh:
     client: Daemon
     upstream: str  # A's local port for echo
     prefix: str
+
+
+@contextlib.contextmanager
+def running_mesh(etcd: str, log_dir: str, *control_extra: str) -> Iterator[Mesh]:
+    """A mesh of real processes for a whole test module; everything stops on exit."""
+    procs = ProcessGroup(log_dir=log_dir)
+    try:
+        built = start_mesh(procs, etcd, *control_extra)
+        try:
+            yield built
+        finally:
+            built.app.stop()
+    finally:
+        procs.stop_all()
 
 
 def start_mesh(

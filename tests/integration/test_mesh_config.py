@@ -8,7 +8,6 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
-from skein.launch import ProcessGroup
 from skein.localetcd import LocalEtcd
 from skein.v1 import resources_pb2
 from tests.integration.mesh_support import (
@@ -17,7 +16,7 @@ from tests.integration.mesh_support import (
     config_dump,
     etcd_put,
     method,
-    start_mesh,
+    running_mesh,
     status_of,
     traffic_policy,
     wait_for,
@@ -28,15 +27,9 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def mesh(etcd: LocalEtcd, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
-    procs = ProcessGroup(log_dir=str(tmp_path_factory.mktemp("mesh-config")))
-    try:
-        built = start_mesh(procs, etcd.endpoint)
-        try:
-            yield built
-        finally:
-            built.app.stop()
-    finally:
-        procs.stop_all()
+    log_dir = str(tmp_path_factory.mktemp("mesh-config"))
+    with running_mesh(etcd.endpoint, log_dir) as built:
+        yield built
 
 
 def _echo_policy(mesh: Mesh) -> tuple[str, float | None, str]:

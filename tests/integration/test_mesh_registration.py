@@ -9,14 +9,14 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
-from skein.launch import Daemon, ProcessGroup
+from skein.launch import Daemon
 from skein.localetcd import LocalEtcd
 from tests.integration.mesh_support import (
     EchoApp,
     Mesh,
     endpoints_of,
     method,
-    start_mesh,
+    running_mesh,
     wait_for,
 )
 
@@ -27,15 +27,9 @@ LEASE_TTL = 3
 
 @pytest.fixture(scope="module")
 def mesh(etcd: LocalEtcd, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
-    procs = ProcessGroup(log_dir=str(tmp_path_factory.mktemp("mesh-registration")))
-    try:
-        built = start_mesh(procs, etcd.endpoint, "--lease-ttl", str(LEASE_TTL))
-        try:
-            yield built
-        finally:
-            built.app.stop()
-    finally:
-        procs.stop_all()
+    log_dir = str(tmp_path_factory.mktemp("mesh-registration"))
+    with running_mesh(etcd.endpoint, log_dir, "--lease-ttl", str(LEASE_TTL)) as built:
+        yield built
 
 
 @pytest.fixture

@@ -8,13 +8,12 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
-from skein.launch import ProcessGroup
 from skein.localetcd import LocalEtcd
 from tests.integration.mesh_support import (
     Mesh,
     method,
     process_footprint,
-    start_mesh,
+    running_mesh,
     wait_for,
 )
 
@@ -23,15 +22,9 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def mesh(etcd: LocalEtcd, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
-    procs = ProcessGroup(log_dir=str(tmp_path_factory.mktemp("mesh-traffic")))
-    try:
-        built = start_mesh(procs, etcd.endpoint)
-        try:
-            yield built
-        finally:
-            built.app.stop()
-    finally:
-        procs.stop_all()
+    log_dir = str(tmp_path_factory.mktemp("mesh-traffic"))
+    with running_mesh(etcd.endpoint, log_dir) as built:
+        yield built
 
 
 @pytest.fixture
