@@ -11,14 +11,38 @@ server's CPU measured too, 6 interleaved rounds at c=64: relay 111-170 vs
 109-174 us, server 311-446 vs 308-457 us (deferred vs per callback), so no
 gain, also not when deferring only while a connection carries several streams.
 
-The dirty list is per process: the data plane runs on one event loop thread.
+Why upstream connections now flush once per loop turn (`mark_dirty_turn`),
+while client-facing ones still flush per callback: the echo server behind a
+Skein pair spent more CPU per request than behind an Envoy pair, and what
+differs at the server is how often bytes arrive, not what arrives. Counted
+with a frame-counting relay and `ss -ti` (data_segs_in) at c=64 (h2load
+-c 4 -m 16), real sidecars against Envoy 1 worker, same run:
+- frames per request to the server: identical (HEADERS, DATA+END_STREAM;
+  no PING/SETTINGS/WINDOW_UPDATE traffic worth counting; one connection
+  each), once the empty END_STREAM DATA frame was gone (exchange.py); HPACK
+  block 106 bytes against Envoy's ~60 (dynamic table), which did not matter:
+  with a relay re-batching writes in front of the server, server CPU per
+  request was the same behind both pairs (232-278 vs 239-250 us);
+- TCP segments per request into the server: Skein 0.40-0.46, Envoy
+  0.21-0.33; into sidecar B from sidecar A: 0.52-0.55 against Envoy's
+  0.22-0.35. Server CPU per request follows it (Skein 259-360, Envoy
+  220-309 us). Sidecar A turns reads from several client connections into
+  one write each; Envoy defers its writes to the end of the loop iteration.
+- with upstream flushes deferred to the next turn: A -> B 0.42-0.46, into
+  the server 0.36-0.40 segments per request; `bench.run`, 3 rounds, two
+  interleaved A/B runs: server CPU behind the pair 335-341 -> 305-311 us,
+  pair 65% -> 65-68% of the Envoy pair's rps, sidecar CPU unchanged (87-110
+  us). A gain, but Envoy still sends about half as many segments.
+
+The dirty lists are per process: the data plane runs on one event loop thread.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Protocol
 
-__all__ = ["Flushable", "flush_dirty", "mark_dirty"]
+__all__ = ["Flushable", "flush_dirty", "mark_dirty", "mark_dirty_turn"]
 
 
 class Flushable(Protocol):
@@ -41,5 +65,29 @@ def flush_dirty() -> None:
     """Write out every connection marked dirty since the last call."""
     while _dirty:
         conn = _dirty.pop()
+        conn.dirty = False
+        conn.flush()
+
+
+_turn: list[Flushable] = []
+_turn_loop: asyncio.AbstractEventLoop | None = None
+
+
+def mark_dirty_turn(conn: Flushable, loop: asyncio.AbstractEventLoop) -> None:
+    """Schedule `conn.flush()` for the next loop turn (after this turn's reads)."""
+    global _turn_loop
+    if not conn.dirty:
+        conn.dirty = True
+        if not _turn or _turn_loop is not loop:
+            _turn_loop = loop
+            loop.call_soon(_flush_turn)
+        _turn.append(conn)
+
+
+def _flush_turn() -> None:
+    global _turn_loop
+    _turn_loop = None
+    while _turn:
+        conn = _turn.pop()
         conn.dirty = False
         conn.flush()

@@ -21,7 +21,7 @@ from typing import Any
 import structlog
 
 from sidecar.transport.exchange import Exchange
-from sidecar.transport.flush import flush_dirty, mark_dirty
+from sidecar.transport.flush import flush_dirty, mark_dirty_turn
 from sidecar.transport.frames import CANCEL, PROTOCOL_ERROR, REFUSED_STREAM
 from sidecar.transport.h2conn import (
     EV_DATA,
@@ -103,7 +103,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.going_away = True
             self.pool._forget(self)
         self.streams[sid] = ex
-        mark_dirty(self)
+        mark_dirty_turn(self, self.loop)
         ex.started(self, sid)
 
     async def connect(self) -> None:
@@ -120,20 +120,20 @@ class UpstreamConnection(asyncio.Protocol):
     # -- Exchange's Upstream interface ---------------------------------------------
 
     def u_data(self, ex: Exchange, data: bytes, end: bool) -> int:
-        mark_dirty(self)
+        mark_dirty_turn(self, self.loop)
         try:
             return self.h2.send_data(ex.up_sid, data, end)
         except StreamGone:
             return len(data)  # the upstream is done with this stream; drop what is left
 
     def u_trailers(self, ex: Exchange, headers: Sequence[Header]) -> None:
-        mark_dirty(self)
+        mark_dirty_turn(self, self.loop)
         with contextlib.suppress(StreamGone):
             self.h2.send_headers(ex.up_sid, headers, True)
 
     def u_ack(self, ex: Exchange, size: int) -> None:
         self.h2.ack(ex.up_sid, size)
-        mark_dirty(self)
+        mark_dirty_turn(self, self.loop)
 
     def u_done(self, ex: Exchange) -> None:
         sid = ex.up_sid
@@ -145,7 +145,7 @@ class UpstreamConnection(asyncio.Protocol):
             return
         if self.h2.is_open(sid):
             self.h2.reset(sid, CANCEL)
-            mark_dirty(self)
+            mark_dirty_turn(self, self.loop)
         if self.waiting and self.transport is not None:
             self._start(self.waiting.pop(0))
         if self.going_away and not self.streams:
@@ -159,7 +159,7 @@ class UpstreamConnection(asyncio.Protocol):
             transport.close()
             return
         self.handshake = self.loop.call_later(self.pool.handshake_timeout, self._handshake_expired)
-        mark_dirty(self)
+        mark_dirty_turn(self, self.loop)
         waiting, self.waiting = self.waiting, []
         for ex in waiting:
             if not ex.finished:
@@ -223,7 +223,7 @@ class UpstreamConnection(asyncio.Protocol):
                 self._settings_changed()
             elif kind == EV_GOAWAY:
                 self._goaway(sid, arg)
-        mark_dirty(self)
+        mark_dirty_turn(self, self.loop)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.handshake is not None:
