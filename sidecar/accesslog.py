@@ -9,7 +9,7 @@ sampled log costs the hot path nothing for the streams it skips.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 __all__ = ["AccessLog", "AccessRecord", "request_fields"]
@@ -34,6 +34,10 @@ class AccessRecord(Protocol):
     def grpc_status(self) -> int: ...
     @property
     def http_status(self) -> int: ...
+    @property
+    def started_at(self) -> float: ...
+    @property
+    def detail(self) -> str: ...
 
 
 def request_fields(headers: Sequence[Header]) -> dict[str, str]:
@@ -51,21 +55,30 @@ def request_fields(headers: Sequence[Header]) -> dict[str, str]:
 class AccessLog:
     """Samples finished streams at `rate` (0..1) and writes one line each."""
 
-    __slots__ = ("_draw", "_log", "listener", "rate")
+    __slots__ = ("_draw", "_log", "_now", "listener", "rate")
 
-    def __init__(self, rate: float, log: _Logger, *, listener: str, rng: random.Random) -> None:
+    def __init__(
+        self,
+        rate: float,
+        log: _Logger,
+        *,
+        listener: str,
+        rng: random.Random,
+        clock: Callable[[], float],
+    ) -> None:
         if not 0.0 <= rate <= 1.0:
             raise ValueError(f"access log sample rate must be in [0, 1], got {rate}")
         self.rate = rate
         self.listener = listener
         self._log = log
         self._draw = rng.random
+        self._now = clock  # the clock `started_at` was read from
 
     def sampled(self) -> bool:
         rate = self.rate
         return rate >= 1.0 or (rate > 0.0 and self._draw() < rate)
 
-    def write(self, record: AccessRecord, duration: float, upstream: str) -> None:
+    def write(self, record: AccessRecord, upstream: str) -> None:
         status: dict[str, int] = (
             {"grpc_status": record.grpc_status}
             if record.is_grpc and record.grpc_status >= 0
@@ -76,7 +89,8 @@ class AccessLog:
             listener=self.listener,
             cluster=record.cluster,
             upstream=upstream,
-            duration_ms=round(duration * 1000.0, 3),
+            duration_ms=round((self._now() - record.started_at) * 1000.0, 3),
             **request_fields(record.headers),
             **status,
+            **({"detail": record.detail} if record.detail else {}),
         )

@@ -13,12 +13,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
 import signal
 import socket
 import sys
 from collections.abc import Sequence
 from typing import Any
 
+from sidecar.accesslog import AccessLog
 from sidecar.admin import SidecarAdmin
 from sidecar.discovery import (
     ControlChannels,
@@ -94,6 +96,16 @@ def _label(text: str, flag: str) -> tuple[str, str]:
     if not sep or not key:
         raise ConfigError(flag, f"expected KEY=VALUE (e.g. version=v2), got {text!r}")
     return key, value
+
+
+def _share(text: str, flag: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(flag, f"expected a share from 0 to 1 (e.g. 0.01 for 1%), got {text!r}")
+    return value
 
 
 def _weight(text: str, flag: str) -> int:
@@ -190,6 +202,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "$XDG_STATE_HOME/skein or the temp dir)",
     )
     parser.add_argument(
+        "--access-log-sample",
+        metavar="SHARE",
+        default=0.0,
+        type=_flag_type("--access-log-sample", _share),
+        help="share of requests written to the access log, 0-1 (default 0: off)",
+    )
+    parser.add_argument(
         "--log-level",
         default="info",
         choices=["debug", "info", "warning", "error"],
@@ -240,10 +259,17 @@ async def _listen(
     pool: UpstreamPool,
     name: str,
     metrics: Registry,
+    access_sample: float,
 ) -> Listener:
+    access = None
+    if access_sample > 0:
+        clock = asyncio.get_running_loop().time  # the clock the relay stamps streams with
+        access = AccessLog(
+            access_sample, get_logger("access"), listener=name, rng=random.Random(), clock=clock
+        )
     try:
         return await start_listener(
-            address[0], address[1], dispatcher, pool, name=name, metrics=metrics
+            address[0], address[1], dispatcher, pool, name=name, metrics=metrics, access_log=access
         )
     except OSError as err:
         raise SystemExit(
@@ -263,10 +289,22 @@ async def serve(args: argparse.Namespace) -> int:
     channels = ControlChannels()  # one connection per control replica, shared
     try:
         listeners["inbound"] = await _listen(
-            "--inbound", args.inbound, InboundDispatcher(holder, args.app), pool, "inbound", metrics
+            "--inbound",
+            args.inbound,
+            InboundDispatcher(holder, args.app),
+            pool,
+            "inbound",
+            metrics,
+            args.access_log_sample,
         )
         listeners["outbound"] = await _listen(
-            "--outbound", args.outbound, AuthorityDispatcher(holder), pool, "outbound", metrics
+            "--outbound",
+            args.outbound,
+            AuthorityDispatcher(holder),
+            pool,
+            "outbound",
+            metrics,
+            args.access_log_sample,
         )
         for name, address in args.upstream:
             listeners[f"upstream:{name}"] = await _listen(
@@ -276,6 +314,7 @@ async def serve(args: argparse.Namespace) -> int:
                 pool,
                 f"upstream:{name}",
                 metrics,
+                args.access_log_sample,
             )
 
         instance = _instance_id(args)

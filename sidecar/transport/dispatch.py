@@ -11,6 +11,7 @@ import asyncio
 
 import structlog
 
+from sidecar.accesslog import AccessLog
 from sidecar.transport.contract import Dispatcher, NoRoute
 from sidecar.transport.deadline import GrpcTimeoutError, effective_timeout, parse_grpc_timeout
 from sidecar.transport.exchange import Exchange
@@ -28,7 +29,7 @@ _INTERNAL = 13
 class StreamStarter:
     """Routes new exchanges for one listener."""
 
-    __slots__ = ("_loop", "dispatcher", "metrics", "name", "no_route", "pool")
+    __slots__ = ("_loop", "access", "dispatcher", "metrics", "name", "no_route", "pool")
 
     def __init__(
         self,
@@ -36,8 +37,10 @@ class StreamStarter:
         dispatcher: Dispatcher,
         pool: UpstreamPool,
         metrics: RelayMetrics | None,
+        access: AccessLog | None = None,
     ) -> None:
         self.name = name
+        self.access = access
         self.dispatcher = dispatcher
         self.pool = pool
         self.metrics = metrics
@@ -46,6 +49,9 @@ class StreamStarter:
 
     def begin(self, ex: Exchange, head: RequestHead) -> None:
         """Route `ex` and start it; on no route answer at once."""
+        loop = self._loop
+        now = ex.started_at = loop.time()
+        ex.access = self.access
         try:
             pick = self.dispatcher.pick(
                 head.authority.decode("latin-1"), head.path.decode("latin-1")
@@ -58,11 +64,8 @@ class StreamStarter:
             _log.warning("dispatcher_failed", listener=self.name, error=repr(exc))
             ex.fail(_INTERNAL, 500, f"proxy routing failed: {exc!r}")
             return
-        loop = self._loop
-        now = loop.time()
         ex.cluster = pick.cluster
         ex.done_cb = pick.done
-        ex.started_at = now
         metrics = self.metrics
         if metrics is not None:
             stats = ex.stats = metrics.cluster(pick.cluster)

@@ -22,6 +22,7 @@ from sidecar.transport.frames import CANCEL as _CANCEL
 from sidecar.transport.headers import Header, grpc_status_of, percent_encode_grpc_message
 
 if TYPE_CHECKING:
+    from sidecar.accesslog import AccessLog
     from sidecar.transport.stats import ClusterStats
 
 __all__ = ["DEADLINE_EXCEEDED", "UNAVAILABLE", "Downstream", "Exchange", "Upstream"]
@@ -49,6 +50,7 @@ class Upstream(Protocol):
     """The pooled upstream connection carrying an exchange."""
 
     address: tuple[str, int]
+    label: str  # "host:port", for messages and the access log
 
     def u_data(self, ex: Exchange, data: bytes, end: bool) -> int: ...
     def u_trailers(self, ex: Exchange, headers: Sequence[Header]) -> None: ...
@@ -60,8 +62,10 @@ class Upstream(Protocol):
 
 class Exchange:
     __slots__ = (
+        "access",
         "cluster",
         "deadline",
+        "detail",
         "done_cb",
         "down",
         "down_sid",
@@ -121,6 +125,8 @@ class Exchange:
         self.grpc_status = -1
         self.http_status = 0
         self.finished = False
+        self.access: AccessLog | None = None  # set by the listener when it logs
+        self.detail = ""  # why the proxy answered itself (no route, deadline, ...)
 
     # -- request direction (downstream -> upstream) ---------------------------------
 
@@ -313,6 +319,7 @@ class Exchange:
 
     def fail(self, grpc_status: int, http_status: int, message: str) -> None:
         """End the exchange with a synthetic status, in whatever form is still possible."""
+        self.detail = message
         if not self.resp_started:
             self.resp_started = True
             self.grpc_status = grpc_status if self.is_grpc else -1
@@ -365,3 +372,6 @@ class Exchange:
             stats.in_flight.dec()
             stats.duration.observe(self.loop.time() - self.started_at)  # type: ignore[union-attr]
             stats.response(self.grpc_status if self.is_grpc else -1, self.http_status)
+        access = self.access
+        if access is not None and access.sampled():
+            access.write(self, self.up.label if self.up is not None else "-")

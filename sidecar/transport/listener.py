@@ -13,6 +13,7 @@ import contextlib
 import ssl
 from typing import Any
 
+from sidecar.accesslog import AccessLog
 from sidecar.transport.contract import Dispatcher
 from sidecar.transport.dispatch import StreamStarter
 from sidecar.transport.downstream import H2Downstream
@@ -141,9 +142,10 @@ async def start_listener(
     name: str,
     metrics: Registry | None = None,
     ssl_context: ssl.SSLContext | None = None,
+    access_log: AccessLog | None = None,
 ) -> Listener:
     """Bind `host:port` (0 picks a free port) and relay every stream via `dispatcher`."""
-    starter = StreamStarter(name, dispatcher, pool, relay_metrics(metrics))
+    starter = StreamStarter(name, dispatcher, pool, relay_metrics(metrics), access_log)
     listener = Listener(name, starter)
     loop = asyncio.get_running_loop()
     listener.server = await loop.create_server(

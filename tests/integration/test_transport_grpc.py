@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import grpc
 import pytest
 
+from sidecar.accesslog import AccessLog
 from sidecar.transport import Listener, UpstreamPool, start_listener
 from skein.launch import free_port
 from skein.metrics import Registry
@@ -22,10 +24,14 @@ Scenario = Callable[[grpc.aio.Channel], Coroutine[Any, Any, None]]
 
 @asynccontextmanager
 async def proxy(
-    dispatcher: StaticDispatcher, metrics: Registry | None = None
+    dispatcher: StaticDispatcher,
+    metrics: Registry | None = None,
+    access_log: AccessLog | None = None,
 ) -> AsyncIterator[tuple[Listener, grpc.aio.Channel]]:
     pool = UpstreamPool()
-    listener = await start_listener("127.0.0.1", 0, dispatcher, pool, name="test", metrics=metrics)
+    listener = await start_listener(
+        "127.0.0.1", 0, dispatcher, pool, name="test", metrics=metrics, access_log=access_log
+    )
     host, port = listener.address
     channel = grpc.aio.insecure_channel(f"{host}:{port}")
     try:
@@ -180,6 +186,40 @@ def test_no_route_is_unavailable_with_the_message() -> None:
             assert err.value.details() == "no endpoints for service echo (test)"
 
     run(scenario)
+
+
+class _Lines:
+    def __init__(self) -> None:
+        self.lines: list[dict[str, Any]] = []
+
+    def info(self, event: str, **fields: Any) -> None:
+        self.lines.append({"event": event, **fields})
+
+
+def test_access_log_records_relayed_and_refused_streams(app: EchoApp) -> None:
+    """One line per stream: route, upstream, status, duration; refusals say why."""
+    sink = _Lines()
+
+    async def scenario() -> None:
+        clock = asyncio.get_running_loop().time
+        log = AccessLog(1.0, sink, listener="test", rng=random.Random(0), clock=clock)
+        async with proxy(StaticDispatcher(app.address), access_log=log) as (_, channel):
+            assert await unary(channel)(b"hi") == b"hi"
+            with pytest.raises(grpc.aio.AioRpcError):
+                await unary(channel, "Fail")(b"x")
+        async with proxy(StaticDispatcher(None), access_log=log) as (_, channel):
+            with pytest.raises(grpc.aio.AioRpcError):
+                await unary(channel)(b"x", timeout=5)
+
+    run(scenario)
+    ok, failed, refused = sink.lines
+    host, port = app.address
+    assert ok["path"] == "/test.Echo/Unary" and ok["method"] == "POST"
+    assert (ok["cluster"], ok["upstream"], ok["grpc_status"]) == ("echo", f"{host}:{port}", 0)
+    assert 0 < ok["duration_ms"] < 5000 and "detail" not in ok
+    assert failed["path"] == "/test.Echo/Fail" and failed["grpc_status"] != 0
+    assert (refused["upstream"], refused["grpc_status"]) == ("-", 14)
+    assert refused["detail"] == "no endpoints for service echo (test)"
 
 
 def test_one_mebibyte_both_ways(app: EchoApp) -> None:

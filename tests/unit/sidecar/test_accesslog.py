@@ -32,6 +32,8 @@ class Finished:
         ]
     )
     cluster: str = "orders"
+    started_at: float = 100.0
+    detail: str = ""
     is_grpc: bool = True
     grpc_status: int = 14
     http_status: int = 200
@@ -39,9 +41,10 @@ class Finished:
 
 def test_a_logged_stream_names_route_status_and_duration() -> None:
     recorder = Recorder()
-    log = AccessLog(1.0, recorder, listener="outbound", rng=random.Random(1))
+    clock = iter([100.0123456]).__next__
+    log = AccessLog(1.0, recorder, listener="outbound", rng=random.Random(1), clock=clock)
     assert log.sampled()
-    log.write(Finished(), 0.0123456, "127.0.0.1:9003")
+    log.write(Finished(), "127.0.0.1:9003")
     event, fields = recorder.lines[0]
     assert event == "access"
     assert fields == {
@@ -58,24 +61,28 @@ def test_a_logged_stream_names_route_status_and_duration() -> None:
 
 def test_plain_http_logs_the_http_status() -> None:
     recorder = Recorder()
-    AccessLog(1.0, recorder, listener="inbound", rng=random.Random(1)).write(
-        Finished(is_grpc=False, grpc_status=-1, http_status=404), 0.001, "127.0.0.1:8001"
+    log = AccessLog(1.0, recorder, listener="inbound", rng=random.Random(1), clock=lambda: 101.0)
+    log.write(Finished(is_grpc=False, grpc_status=-1, http_status=503, detail="no route"), "-")
+    fields = recorder.lines[0][1]
+    assert (fields["http_status"], fields["detail"], fields["duration_ms"]) == (
+        503,
+        "no route",
+        1000.0,
     )
-    assert recorder.lines[0][1]["http_status"] == 404
-    assert "grpc_status" not in recorder.lines[0][1]
+    assert "grpc_status" not in fields
 
 
 def test_off_never_samples_and_never_draws() -> None:
     rng = random.Random(7)
     state = rng.getstate()
-    log = AccessLog(0.0, Recorder(), listener="x", rng=rng)
+    log = AccessLog(0.0, Recorder(), listener="x", rng=rng, clock=lambda: 0.0)
     assert not any(log.sampled() for _ in range(1000))
     assert rng.getstate() == state
 
 
 @given(st.floats(min_value=0.05, max_value=0.95), st.integers(0, 2**32))
 def test_sampled_share_converges_to_the_rate(rate: float, seed: int) -> None:
-    log = AccessLog(rate, Recorder(), listener="x", rng=random.Random(seed))
+    log = AccessLog(rate, Recorder(), listener="x", rng=random.Random(seed), clock=lambda: 0.0)
     draws = 4000
     share = sum(log.sampled() for _ in range(draws)) / draws
     assert abs(share - rate) < 0.05
@@ -84,7 +91,7 @@ def test_sampled_share_converges_to_the_rate(rate: float, seed: int) -> None:
 @pytest.mark.parametrize("rate", [-0.1, 1.5])
 def test_rates_outside_zero_one_are_rejected(rate: float) -> None:
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        AccessLog(rate, Recorder(), listener="x", rng=random.Random(0))
+        AccessLog(rate, Recorder(), listener="x", rng=random.Random(0), clock=lambda: 0.0)
 
 
 def test_request_fields_reads_only_the_pseudo_headers() -> None:
