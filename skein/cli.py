@@ -124,8 +124,17 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_wait(args: argparse.Namespace) -> int:
     from skein.waiting import describe_laggard, wait_for_version
 
+    seen = 0  # sidecars in the last status polled
+
     with _client(args) as client:
-        behind = wait_for_version(client.status, args.version, args.timeout)
+
+        def status() -> Any:
+            nonlocal seen
+            response = client.status()
+            seen = len(response.sidecars)
+            return response
+
+        behind = wait_for_version(status, args.version, args.timeout)
     if behind:
         names = ", ".join(describe_laggard(s) for s in behind)
         print(
@@ -134,7 +143,10 @@ def cmd_wait(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_FAILURE
-    print(f"every connected sidecar is synced to version {args.version} or newer")
+    if seen == 0:
+        print(f"no sidecar is connected; nothing had to sync to version {args.version}")
+    else:
+        print(f"every connected sidecar ({seen}) is synced to version {args.version} or newer")
     return 0
 
 

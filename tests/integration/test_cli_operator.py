@@ -74,6 +74,9 @@ def test_apply_shop_then_get_and_reapply(skein: Skein) -> None:
     assert "service/users created" in lines or "service/users unchanged" in lines
     assert any(line.startswith("trafficpolicy/orders ") for line in lines)
     version = int(lines[-1].removeprefix("version "))
+    # no sidecar has connected to this control daemon yet: wait says it checked none
+    code, out, _ = skein("wait", "--version", str(version), "--timeout", "2")
+    assert code == 0 and "no sidecar is connected" in out
 
     code, out, _ = skein("get", "services")
     assert code == 0
@@ -190,6 +193,7 @@ def test_status_and_wait_with_a_sidecar(
 
         code, out, err = skein("wait", "--version", str(version), "--timeout", "15")
         assert code == 0, err
+        assert "every connected sidecar (1) is synced" in out
         code, out, _ = skein("status")
         assert code == 0
         row = next(line.split() for line in out.splitlines() if "wait-users-1" in line)

@@ -97,4 +97,4 @@ def test_status_revision_is_the_configuration_and_wait_counts_only_affected(
 
     asyncio.run(scenario())
     out = capsys.readouterr().out
-    assert "every connected sidecar is synced" in out
+    assert "every connected sidecar (2) is synced" in out
