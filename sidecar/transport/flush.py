@@ -34,6 +34,27 @@ with a frame-counting relay and `ss -ti` (data_segs_in) at c=64 (h2load
   pair 65% -> 65-68% of the Envoy pair's rps, sidecar CPU unchanged (87-110
   us). A gain, but Envoy still sends about half as many segments.
 
+Tried next, nothing kept (c=64, 1 KiB unary, interleaved A/B; the load
+average rises to 2-3 during a run from the benchmark alone, 0.2-0.3 before):
+- TCP_NODELAY off on upstream connections (Nagle). Bare transport relays, 5
+  rounds of 20000 requests: pair rps 3221-5885 against 2821-3815 with
+  nodelay, server 184-332 against 261-359 us per request, but segments into
+  the server went up (0.42-0.60 against 0.31-0.43) and one round reversed.
+  Real sidecars (`bench.run`, 6 runs): Skein pair at 73-111% of the Envoy
+  pair's rps against 66-98% with nodelay, server 257-344 against 276-336 us,
+  c=1 added p50 unchanged (pair 0.38-0.63 against 0.24-0.61 ms). Within the
+  noise, and Nagle with delayed ACKs can hold back a streaming RPC's next
+  small message for tens of ms, so nodelay stays (Envoy sets it too).
+- client-facing writes deferred to the turn as well (`mark_dirty_turn` in
+  the downstream connection), alone or with Nagle: bare relays 3947-5169
+  against 3715-3815 rps, segments into the server 0.31-0.35 against
+  0.31-0.39; real sidecars 75-86% of the Envoy pair alone and 67-70% with
+  Nagle, against 81-98% for the current code in the same sets. No
+  repeatable gain.
+The spread between identical runs (+-15% rps, Envoy pair 2830-5750 rps) is
+larger than any of these effects; a decision needs longer runs on a quieter
+machine than a 30-minute attempt allows.
+
 The dirty lists are per process: the data plane runs on one event loop thread.
 """
 
