@@ -20,7 +20,7 @@ import structlog
 
 from sidecar.transport.dispatch import StreamStarter
 from sidecar.transport.exchange import Exchange
-from sidecar.transport.flush import flush_dirty, mark_dirty
+from sidecar.transport.flush import flush_dirty, mark_dirty, write_queued
 from sidecar.transport.frames import INTERNAL_ERROR, NO_ERROR, PROTOCOL_ERROR, REFUSED_STREAM
 from sidecar.transport.h2conn import (
     EV_DATA,
@@ -126,12 +126,7 @@ class H2Downstream(asyncio.Protocol):
         flush_dirty()
 
     def flush(self) -> None:
-        transport = self.transport
-        if transport is None:
-            return
-        data = self.h2.data_to_send()
-        if data and not transport.is_closing():
-            transport.write(data)
+        write_queued(self.transport, self.h2)
 
     # -- streams -----------------------------------------------------------------
 

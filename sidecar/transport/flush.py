@@ -63,13 +63,29 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol
 
-__all__ = ["Flushable", "flush_dirty", "mark_dirty", "mark_dirty_turn"]
+__all__ = ["Flushable", "flush_dirty", "mark_dirty", "mark_dirty_turn", "write_queued"]
 
 
 class Flushable(Protocol):
     dirty: bool
 
     def flush(self) -> None: ...
+
+
+class _Queued(Protocol):
+    def data_to_send(self) -> bytes | bytearray: ...
+
+
+def write_queued(transport: asyncio.WriteTransport | None, codec: _Queued) -> None:
+    """Write what an HTTP/2 codec queued, unless the socket is gone or closing.
+
+    The one body of `flush()` for both sides of the relay.
+    """
+    if transport is None:
+        return
+    data = codec.data_to_send()
+    if data and not transport.is_closing():
+        transport.write(data)
 
 
 _dirty: list[Flushable] = []

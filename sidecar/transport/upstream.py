@@ -21,7 +21,7 @@ from typing import Any
 import structlog
 
 from sidecar.transport.exchange import Exchange
-from sidecar.transport.flush import flush_dirty, mark_dirty_turn
+from sidecar.transport.flush import flush_dirty, mark_dirty_turn, write_queued
 from sidecar.transport.frames import CANCEL, PROTOCOL_ERROR, REFUSED_STREAM
 from sidecar.transport.h2conn import (
     EV_DATA,
@@ -238,12 +238,7 @@ class UpstreamConnection(asyncio.Protocol):
     # -- internals -------------------------------------------------------------------
 
     def flush(self) -> None:
-        transport = self.transport
-        if transport is None:
-            return
-        data = self.h2.data_to_send()
-        if data and not transport.is_closing():
-            transport.write(data)
+        write_queued(self.transport, self.h2)
 
     def _window_opened(self, sid: int) -> None:
         if sid:
