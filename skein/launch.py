@@ -174,6 +174,10 @@ class ProcessGroup:
         return self.start_bound(name, build)
 
     def sidecar(self, name: str, service: str, control: str, app: str, *extra: str) -> Daemon:
+        if self.log_dir and "--state-dir" not in extra:
+            # its disk cache lives and dies with the group, never shared between runs
+            extra = (*extra, "--state-dir", os.path.join(self.log_dir, f"{name}.state"))
+
         def build() -> tuple[list[str], str | None, dict[str, str]]:
             inbound, outbound = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
             admin = f"127.0.0.1:{free_port()}"

@@ -31,3 +31,15 @@ def test_wait_ready_retries_on_fresh_ports_when_a_port_was_taken(tmp_path: pathl
             assert daemon.addresses["admin"] == daemon.admin
             log = (tmp_path / "sidecar.log").read_bytes()
             assert b"cannot listen" in log and b"restarting on fresh ports" in log
+
+
+def test_a_sidecar_keeps_its_disk_cache_in_the_group_directory(tmp_path: pathlib.Path) -> None:
+    """Runs never share, or leave behind, a sidecar's last good configuration."""
+    with ProcessGroup(log_dir=str(tmp_path)) as group:
+        daemon = group.sidecar("side", "web", "127.0.0.1:1", "127.0.0.1:2")
+        mine = str(tmp_path / "mine")
+        given = group.sidecar("own", "web", "127.0.0.1:1", "127.0.0.1:2", "--state-dir", mine)
+        daemon.wait_ready(20, path="/healthz")
+        state = daemon.argv[daemon.argv.index("--state-dir") + 1]
+        assert state == str(tmp_path / "side.state")
+        assert given.argv.count("--state-dir") == 1 and mine in given.argv
