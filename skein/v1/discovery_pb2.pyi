@@ -132,3 +132,21 @@ class DeregisterRequest(_message.Message):
 class DeregisterResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class ReportHealthRequest(_message.Message):
+    __slots__ = ("lease_id", "service", "instance", "health", "reason")
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    lease_id: int
+    service: str
+    instance: str
+    health: _resources_pb2.HealthState
+    reason: str
+    def __init__(self, lease_id: _Optional[int] = ..., service: _Optional[str] = ..., instance: _Optional[str] = ..., health: _Optional[_Union[_resources_pb2.HealthState, str]] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ReportHealthResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

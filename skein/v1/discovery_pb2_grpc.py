@@ -54,6 +54,11 @@ class DiscoveryStub:
                 request_serializer=skein_dot_v1_dot_discovery__pb2.DeregisterRequest.SerializeToString,
                 response_deserializer=skein_dot_v1_dot_discovery__pb2.DeregisterResponse.FromString,
                 _registered_method=True)
+        self.ReportHealth = channel.unary_unary(
+                '/skein.v1.Discovery/ReportHealth',
+                request_serializer=skein_dot_v1_dot_discovery__pb2.ReportHealthRequest.SerializeToString,
+                response_deserializer=skein_dot_v1_dot_discovery__pb2.ReportHealthResponse.FromString,
+                _registered_method=True)
 
 
 class DiscoveryServicer:
@@ -87,6 +92,13 @@ class DiscoveryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportHealth(self, request, context):
+        """Sets the endpoint's health; NOT_FOUND when the lease has expired.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DiscoveryServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -109,6 +121,11 @@ def add_DiscoveryServicer_to_server(servicer, server):
                     servicer.Deregister,
                     request_deserializer=skein_dot_v1_dot_discovery__pb2.DeregisterRequest.FromString,
                     response_serializer=skein_dot_v1_dot_discovery__pb2.DeregisterResponse.SerializeToString,
+            ),
+            'ReportHealth': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportHealth,
+                    request_deserializer=skein_dot_v1_dot_discovery__pb2.ReportHealthRequest.FromString,
+                    response_serializer=skein_dot_v1_dot_discovery__pb2.ReportHealthResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -219,6 +236,33 @@ class Discovery:
             '/skein.v1.Discovery/Deregister',
             skein_dot_v1_dot_discovery__pb2.DeregisterRequest.SerializeToString,
             skein_dot_v1_dot_discovery__pb2.DeregisterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportHealth(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/skein.v1.Discovery/ReportHealth',
+            skein_dot_v1_dot_discovery__pb2.ReportHealthRequest.SerializeToString,
+            skein_dot_v1_dot_discovery__pb2.ReportHealthResponse.FromString,
             options,
             channel_credentials,
             insecure,

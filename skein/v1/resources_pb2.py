@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18skein/v1/resources.proto\x12\x08skein.v1\x1a\x1egoogle/protobuf/duration.proto\"\x8c\x01\n\nObjectMeta\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x30\n\x06labels\x18\x02 \x03(\x0b\x32 .skein.v1.ObjectMeta.LabelsEntry\x12\x0f\n\x07version\x18\x03 \x01(\x03\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"V\n\x07Service\x12&\n\x08metadata\x18\x01 \x01(\x0b\x32\x14.skein.v1.ObjectMeta\x12#\n\x04spec\x18\x02 \x01(\x0b\x32\x15.skein.v1.ServiceSpec\"T\n\x0bServiceSpec\x12$\n\x08protocol\x18\x01 \x01(\x0e\x32\x12.skein.v1.Protocol\x12\x0c\n\x04port\x18\x02 \x01(\r\x12\x11\n\thttp_path\x18\x03 \x01(\t\"B\n\x0cLoadBalancer\x12\x32\n\talgorithm\x18\x01 \x01(\x0e\x32\x1f.skein.v1.LoadBalancerAlgorithm\"b\n\rTrafficPolicy\x12&\n\x08metadata\x18\x01 \x01(\x0b\x32\x14.skein.v1.ObjectMeta\x12)\n\x04spec\x18\x02 \x01(\x0b\x32\x1b.skein.v1.TrafficPolicySpec\"\x7f\n\x11TrafficPolicySpec\x12\x0f\n\x07service\x18\x01 \x01(\t\x12-\n\rload_balancer\x18\x02 \x01(\x0b\x32\x16.skein.v1.LoadBalancer\x12*\n\x07timeout\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"X\n\x08\x45ndpoint\x12&\n\x08metadata\x18\x01 \x01(\x0b\x32\x14.skein.v1.ObjectMeta\x12$\n\x04spec\x18\x02 \x01(\x0b\x32\x16.skein.v1.EndpointSpec\"g\n\x0c\x45ndpointSpec\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0e\n\x06weight\x18\x03 \x01(\r\x12%\n\x06health\x18\x04 \x01(\x0e\x32\x15.skein.v1.HealthState\"\x93\x01\n\x08Resource\x12$\n\x07service\x18\x01 \x01(\x0b\x32\x11.skein.v1.ServiceH\x00\x12\x31\n\x0etraffic_policy\x18\x02 \x01(\x0b\x32\x17.skein.v1.TrafficPolicyH\x00\x12&\n\x08\x65ndpoint\x18\x03 \x01(\x0b\x32\x12.skein.v1.EndpointH\x00\x42\x06\n\x04kind*8\n\x08Protocol\x12\x18\n\x14PROTOCOL_UNSPECIFIED\x10\x00\x12\x08\n\x04GRPC\x10\x01\x12\x08\n\x04HTTP\x10\x02*d\n\x15LoadBalancerAlgorithm\x12\'\n#LOAD_BALANCER_ALGORITHM_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROUND_ROBIN\x10\x01\x12\x11\n\rLEAST_REQUEST\x10\x02*G\n\x0bHealthState\x12\x1c\n\x18HEALTH_STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07HEALTHY\x10\x01\x12\r\n\tUNHEALTHY\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18skein/v1/resources.proto\x12\x08skein.v1\x1a\x1egoogle/protobuf/duration.proto\"\x8c\x01\n\nObjectMeta\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x30\n\x06labels\x18\x02 \x03(\x0b\x32 .skein.v1.ObjectMeta.LabelsEntry\x12\x0f\n\x07version\x18\x03 \x01(\x03\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"V\n\x07Service\x12&\n\x08metadata\x18\x01 \x01(\x0b\x32\x14.skein.v1.ObjectMeta\x12#\n\x04spec\x18\x02 \x01(\x0b\x32\x15.skein.v1.ServiceSpec\"T\n\x0bServiceSpec\x12$\n\x08protocol\x18\x01 \x01(\x0e\x32\x12.skein.v1.Protocol\x12\x0c\n\x04port\x18\x02 \x01(\r\x12\x11\n\thttp_path\x18\x03 \x01(\t\"=\n\nHashPolicy\x12\x10\n\x06header\x18\x01 \x01(\tH\x00\x12\x13\n\tsource_ip\x18\x02 \x01(\x08H\x00\x42\x08\n\x06source\"\x89\x02\n\x0cLoadBalancer\x12\x32\n\talgorithm\x18\x01 \x01(\x0e\x32\x1f.skein.v1.LoadBalancerAlgorithm\x12\"\n\x04hash\x18\x02 \x01(\x0b\x32\x14.skein.v1.HashPolicy\x12\x34\n\x07weights\x18\x03 \x03(\x0b\x32#.skein.v1.LoadBalancer.WeightsEntry\x12(\n\x05\x64\x65\x63\x61y\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x11\n\tring_size\x18\x05 \x01(\r\x1a.\n\x0cWeightsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\"\xe6\x01\n\x0bRetryPolicy\x12\x14\n\x0cmax_attempts\x18\x01 \x01(\r\x12\x10\n\x08retry_on\x18\x02 \x03(\t\x12\x32\n\x0fper_try_timeout\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x30\n\rbase_interval\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0cmax_interval\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x18\n\x10max_buffer_bytes\x18\x06 \x01(\r\"v\n\x0bRetryBudget\x12\r\n\x05ratio\x18\x01 \x01(\x01\x12\x1e\n\x16min_retries_per_second\x18\x02 \x01(\r\x12&\n\x03ttl\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08\x64isabled\x18\x04 \x01(\x08\"\xd3\x02\n\x0e\x43ircuitBreaker\x12\x1e\n\x16\x66\x61ilure_rate_threshold\x18\x01 \x01(\x01\x12)\n\x06window\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x18\n\x10minimum_requests\x18\x03 \x01(\r\x12\x30\n\ropen_duration\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1b\n\x13half_open_max_calls\x18\x05 \x01(\r\x12\x19\n\x11success_threshold\x18\x06 \x01(\r\x12\x10\n\x08\x64isabled\x18\x07 \x01(\x08\x12\x17\n\x0fmax_connections\x18\x08 \x01(\r\x12\x1c\n\x14max_pending_requests\x18\t \x01(\r\x12\x14\n\x0cmax_requests\x18\n \x01(\r\x12\x13\n\x0bmax_retries\x18\x0b \x01(\r\"\xe6\x02\n\x10OutlierDetection\x12\x1c\n\x14\x63onsecutive_failures\x18\x01 \x01(\r\x12+\n\x08interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x35\n\x12\x62\x61se_ejection_time\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x34\n\x11max_ejection_time\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1c\n\x14max_ejection_percent\x18\x05 \x01(\r\x12\"\n\x1asuccess_rate_minimum_hosts\x18\x06 \x01(\r\x12#\n\x1bsuccess_rate_request_volume\x18\x07 \x01(\r\x12!\n\x19success_rate_stdev_factor\x18\x08 \x01(\x01\x12\x10\n\x08\x64isabled\x18\t \x01(\x08\"\xc7\x01\n\x0bHealthCheck\x12+\n\x08interval\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12*\n\x07timeout\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x19\n\x11healthy_threshold\x18\x03 \x01(\r\x12\x1b\n\x13unhealthy_threshold\x18\x04 \x01(\r\x12\x11\n\thttp_path\x18\x05 \x01(\t\x12\x14\n\x0cgrpc_service\x18\x06 \x01(\t\"\x99\x02\n\tRateLimit\x12\x0c\n\x04name\x18\x01 \x01(\t\x12/\n\talgorithm\x18\x02 \x01(\x0e\x32\x1c.skein.v1.RateLimitAlgorithm\x12\'\n\x05scope\x18\x03 \x01(\x0e\x32\x18.skein.v1.RateLimitScope\x12\x10\n\x08requests\x18\x04 \x01(\r\x12)\n\x06period\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\r\n\x05\x62urst\x18\x06 \x01(\r\x12\x0e\n\x06prefix\x18\x07 \x01(\t\x12\x0e\n\x06header\x18\x08 \x01(\t\x12&\n\tdirection\x18\t \x01(\x0e\x32\x13.skein.v1.Direction\x12\x10\n\x08max_keys\x18\n \x01(\r\"p\n\x0cMethodPolicy\x12\x0e\n\x06prefix\x18\x01 \x01(\t\x12*\n\x07timeout\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12$\n\x05retry\x18\x03 \x01(\x0b\x32\x15.skein.v1.RetryPolicy\"b\n\rTrafficPolicy\x12&\n\x08metadata\x18\x01 \x01(\x0b\x32\x14.skein.v1.ObjectMeta\x12)\n\x04spec\x18\x02 \x01(\x0b\x32\x1b.skein.v1.TrafficPolicySpec\"\xbc\x03\n\x11TrafficPolicySpec\x12\x0f\n\x07service\x18\x01 \x01(\t\x12-\n\rload_balancer\x18\x02 \x01(\x0b\x32\x16.skein.v1.LoadBalancer\x12*\n\x07timeout\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12$\n\x05retry\x18\x04 \x01(\x0b\x32\x15.skein.v1.RetryPolicy\x12+\n\x0cretry_budget\x18\x05 \x01(\x0b\x32\x15.skein.v1.RetryBudget\x12\x31\n\x0f\x63ircuit_breaker\x18\x06 \x01(\x0b\x32\x18.skein.v1.CircuitBreaker\x12\x35\n\x11outlier_detection\x18\x07 \x01(\x0b\x32\x1a.skein.v1.OutlierDetection\x12+\n\x0chealth_check\x18\x08 \x01(\x0b\x32\x15.skein.v1.HealthCheck\x12(\n\x0brate_limits\x18\t \x03(\x0b\x32\x13.skein.v1.RateLimit\x12\'\n\x07methods\x18\n \x03(\x0b\x32\x16.skein.v1.MethodPolicy\"X\n\x08\x45ndpoint\x12&\n\x08metadata\x18\x01 \x01(\x0b\x32\x14.skein.v1.ObjectMeta\x12$\n\x04spec\x18\x02 \x01(\x0b\x32\x16.skein.v1.EndpointSpec\"~\n\x0c\x45ndpointSpec\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0e\n\x06weight\x18\x03 \x01(\r\x12%\n\x06health\x18\x04 \x01(\x0e\x32\x15.skein.v1.HealthState\x12\x15\n\rhealth_reason\x18\x05 \x01(\t\"\x93\x01\n\x08Resource\x12$\n\x07service\x18\x01 \x01(\x0b\x32\x11.skein.v1.ServiceH\x00\x12\x31\n\x0etraffic_policy\x18\x02 \x01(\x0b\x32\x17.skein.v1.TrafficPolicyH\x00\x12&\n\x08\x65ndpoint\x18\x03 \x01(\x0b\x32\x12.skein.v1.EndpointH\x00\x42\x06\n\x04kind*8\n\x08Protocol\x12\x18\n\x14PROTOCOL_UNSPECIFIED\x10\x00\x12\x08\n\x04GRPC\x10\x01\x12\x08\n\x04HTTP\x10\x02*\xa8\x01\n\x15LoadBalancerAlgorithm\x12\'\n#LOAD_BALANCER_ALGORITHM_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROUND_ROBIN\x10\x01\x12\x11\n\rLEAST_REQUEST\x10\x02\x12\x18\n\x14WEIGHTED_ROUND_ROBIN\x10\x03\x12\r\n\tRING_HASH\x10\x04\x12\n\n\x06MAGLEV\x10\x05\x12\r\n\tPEAK_EWMA\x10\x06*\x84\x01\n\x12RateLimitAlgorithm\x12$\n RATE_LIMIT_ALGORITHM_UNSPECIFIED\x10\x00\x12\x10\n\x0cTOKEN_BUCKET\x10\x01\x12\x10\n\x0cLEAKY_BUCKET\x10\x02\x12\x10\n\x0c\x46IXED_WINDOW\x10\x03\x12\x12\n\x0eSLIDING_WINDOW\x10\x04*{\n\x0eRateLimitScope\x12 \n\x1cRATE_LIMIT_SCOPE_UNSPECIFIED\x10\x00\x12\x0b\n\x07SERVICE\x10\x01\x12\n\n\x06METHOD\x10\x02\x12\r\n\tCLIENT_IP\x10\x03\x12\x13\n\x0f\x43LIENT_IDENTITY\x10\x04\x12\n\n\x06HEADER\x10\x05*A\n\tDirection\x12\x19\n\x15\x44IRECTION_UNSPECIFIED\x10\x00\x12\x0b\n\x07INBOUND\x10\x01\x12\x0c\n\x08OUTBOUND\x10\x02*G\n\x0bHealthState\x12\x1c\n\x18HEALTH_STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07HEALTHY\x10\x01\x12\r\n\tUNHEALTHY\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,12 +34,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_OBJECTMETA_LABELSENTRY']._loaded_options = None
   _globals['_OBJECTMETA_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_PROTOCOL']._serialized_start=1029
-  _globals['_PROTOCOL']._serialized_end=1085
-  _globals['_LOADBALANCERALGORITHM']._serialized_start=1087
-  _globals['_LOADBALANCERALGORITHM']._serialized_end=1187
-  _globals['_HEALTHSTATE']._serialized_start=1189
-  _globals['_HEALTHSTATE']._serialized_end=1260
+  _globals['_LOADBALANCER_WEIGHTSENTRY']._loaded_options = None
+  _globals['_LOADBALANCER_WEIGHTSENTRY']._serialized_options = b'8\001'
+  _globals['_PROTOCOL']._serialized_start=3289
+  _globals['_PROTOCOL']._serialized_end=3345
+  _globals['_LOADBALANCERALGORITHM']._serialized_start=3348
+  _globals['_LOADBALANCERALGORITHM']._serialized_end=3516
+  _globals['_RATELIMITALGORITHM']._serialized_start=3519
+  _globals['_RATELIMITALGORITHM']._serialized_end=3651
+  _globals['_RATELIMITSCOPE']._serialized_start=3653
+  _globals['_RATELIMITSCOPE']._serialized_end=3776
+  _globals['_DIRECTION']._serialized_start=3778
+  _globals['_DIRECTION']._serialized_end=3843
+  _globals['_HEALTHSTATE']._serialized_start=3845
+  _globals['_HEALTHSTATE']._serialized_end=3916
   _globals['_OBJECTMETA']._serialized_start=71
   _globals['_OBJECTMETA']._serialized_end=211
   _globals['_OBJECTMETA_LABELSENTRY']._serialized_start=166
@@ -48,16 +56,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SERVICE']._serialized_end=299
   _globals['_SERVICESPEC']._serialized_start=301
   _globals['_SERVICESPEC']._serialized_end=385
-  _globals['_LOADBALANCER']._serialized_start=387
-  _globals['_LOADBALANCER']._serialized_end=453
-  _globals['_TRAFFICPOLICY']._serialized_start=455
-  _globals['_TRAFFICPOLICY']._serialized_end=553
-  _globals['_TRAFFICPOLICYSPEC']._serialized_start=555
-  _globals['_TRAFFICPOLICYSPEC']._serialized_end=682
-  _globals['_ENDPOINT']._serialized_start=684
-  _globals['_ENDPOINT']._serialized_end=772
-  _globals['_ENDPOINTSPEC']._serialized_start=774
-  _globals['_ENDPOINTSPEC']._serialized_end=877
-  _globals['_RESOURCE']._serialized_start=880
-  _globals['_RESOURCE']._serialized_end=1027
+  _globals['_HASHPOLICY']._serialized_start=387
+  _globals['_HASHPOLICY']._serialized_end=448
+  _globals['_LOADBALANCER']._serialized_start=451
+  _globals['_LOADBALANCER']._serialized_end=716
+  _globals['_LOADBALANCER_WEIGHTSENTRY']._serialized_start=670
+  _globals['_LOADBALANCER_WEIGHTSENTRY']._serialized_end=716
+  _globals['_RETRYPOLICY']._serialized_start=719
+  _globals['_RETRYPOLICY']._serialized_end=949
+  _globals['_RETRYBUDGET']._serialized_start=951
+  _globals['_RETRYBUDGET']._serialized_end=1069
+  _globals['_CIRCUITBREAKER']._serialized_start=1072
+  _globals['_CIRCUITBREAKER']._serialized_end=1411
+  _globals['_OUTLIERDETECTION']._serialized_start=1414
+  _globals['_OUTLIERDETECTION']._serialized_end=1772
+  _globals['_HEALTHCHECK']._serialized_start=1775
+  _globals['_HEALTHCHECK']._serialized_end=1974
+  _globals['_RATELIMIT']._serialized_start=1977
+  _globals['_RATELIMIT']._serialized_end=2258
+  _globals['_METHODPOLICY']._serialized_start=2260
+  _globals['_METHODPOLICY']._serialized_end=2372
+  _globals['_TRAFFICPOLICY']._serialized_start=2374
+  _globals['_TRAFFICPOLICY']._serialized_end=2472
+  _globals['_TRAFFICPOLICYSPEC']._serialized_start=2475
+  _globals['_TRAFFICPOLICYSPEC']._serialized_end=2919
+  _globals['_ENDPOINT']._serialized_start=2921
+  _globals['_ENDPOINT']._serialized_end=3009
+  _globals['_ENDPOINTSPEC']._serialized_start=3011
+  _globals['_ENDPOINTSPEC']._serialized_end=3137
+  _globals['_RESOURCE']._serialized_start=3140
+  _globals['_RESOURCE']._serialized_end=3287
 # @@protoc_insertion_point(module_scope)

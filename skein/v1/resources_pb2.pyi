@@ -5,7 +5,7 @@ from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -21,6 +21,33 @@ class LoadBalancerAlgorithm(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     LOAD_BALANCER_ALGORITHM_UNSPECIFIED: _ClassVar[LoadBalancerAlgorithm]
     ROUND_ROBIN: _ClassVar[LoadBalancerAlgorithm]
     LEAST_REQUEST: _ClassVar[LoadBalancerAlgorithm]
+    WEIGHTED_ROUND_ROBIN: _ClassVar[LoadBalancerAlgorithm]
+    RING_HASH: _ClassVar[LoadBalancerAlgorithm]
+    MAGLEV: _ClassVar[LoadBalancerAlgorithm]
+    PEAK_EWMA: _ClassVar[LoadBalancerAlgorithm]
+
+class RateLimitAlgorithm(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RATE_LIMIT_ALGORITHM_UNSPECIFIED: _ClassVar[RateLimitAlgorithm]
+    TOKEN_BUCKET: _ClassVar[RateLimitAlgorithm]
+    LEAKY_BUCKET: _ClassVar[RateLimitAlgorithm]
+    FIXED_WINDOW: _ClassVar[RateLimitAlgorithm]
+    SLIDING_WINDOW: _ClassVar[RateLimitAlgorithm]
+
+class RateLimitScope(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RATE_LIMIT_SCOPE_UNSPECIFIED: _ClassVar[RateLimitScope]
+    SERVICE: _ClassVar[RateLimitScope]
+    METHOD: _ClassVar[RateLimitScope]
+    CLIENT_IP: _ClassVar[RateLimitScope]
+    CLIENT_IDENTITY: _ClassVar[RateLimitScope]
+    HEADER: _ClassVar[RateLimitScope]
+
+class Direction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DIRECTION_UNSPECIFIED: _ClassVar[Direction]
+    INBOUND: _ClassVar[Direction]
+    OUTBOUND: _ClassVar[Direction]
 
 class HealthState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -33,6 +60,24 @@ HTTP: Protocol
 LOAD_BALANCER_ALGORITHM_UNSPECIFIED: LoadBalancerAlgorithm
 ROUND_ROBIN: LoadBalancerAlgorithm
 LEAST_REQUEST: LoadBalancerAlgorithm
+WEIGHTED_ROUND_ROBIN: LoadBalancerAlgorithm
+RING_HASH: LoadBalancerAlgorithm
+MAGLEV: LoadBalancerAlgorithm
+PEAK_EWMA: LoadBalancerAlgorithm
+RATE_LIMIT_ALGORITHM_UNSPECIFIED: RateLimitAlgorithm
+TOKEN_BUCKET: RateLimitAlgorithm
+LEAKY_BUCKET: RateLimitAlgorithm
+FIXED_WINDOW: RateLimitAlgorithm
+SLIDING_WINDOW: RateLimitAlgorithm
+RATE_LIMIT_SCOPE_UNSPECIFIED: RateLimitScope
+SERVICE: RateLimitScope
+METHOD: RateLimitScope
+CLIENT_IP: RateLimitScope
+CLIENT_IDENTITY: RateLimitScope
+HEADER: RateLimitScope
+DIRECTION_UNSPECIFIED: Direction
+INBOUND: Direction
+OUTBOUND: Direction
 HEALTH_STATE_UNSPECIFIED: HealthState
 HEALTHY: HealthState
 UNHEALTHY: HealthState
@@ -72,11 +117,160 @@ class ServiceSpec(_message.Message):
     http_path: str
     def __init__(self, protocol: _Optional[_Union[Protocol, str]] = ..., port: _Optional[int] = ..., http_path: _Optional[str] = ...) -> None: ...
 
+class HashPolicy(_message.Message):
+    __slots__ = ("header", "source_ip")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_IP_FIELD_NUMBER: _ClassVar[int]
+    header: str
+    source_ip: bool
+    def __init__(self, header: _Optional[str] = ..., source_ip: _Optional[bool] = ...) -> None: ...
+
 class LoadBalancer(_message.Message):
-    __slots__ = ("algorithm",)
+    __slots__ = ("algorithm", "hash", "weights", "decay", "ring_size")
+    class WeightsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     ALGORITHM_FIELD_NUMBER: _ClassVar[int]
+    HASH_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    DECAY_FIELD_NUMBER: _ClassVar[int]
+    RING_SIZE_FIELD_NUMBER: _ClassVar[int]
     algorithm: LoadBalancerAlgorithm
-    def __init__(self, algorithm: _Optional[_Union[LoadBalancerAlgorithm, str]] = ...) -> None: ...
+    hash: HashPolicy
+    weights: _containers.ScalarMap[str, int]
+    decay: _duration_pb2.Duration
+    ring_size: int
+    def __init__(self, algorithm: _Optional[_Union[LoadBalancerAlgorithm, str]] = ..., hash: _Optional[_Union[HashPolicy, _Mapping]] = ..., weights: _Optional[_Mapping[str, int]] = ..., decay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., ring_size: _Optional[int] = ...) -> None: ...
+
+class RetryPolicy(_message.Message):
+    __slots__ = ("max_attempts", "retry_on", "per_try_timeout", "base_interval", "max_interval", "max_buffer_bytes")
+    MAX_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    RETRY_ON_FIELD_NUMBER: _ClassVar[int]
+    PER_TRY_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    BASE_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    MAX_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    MAX_BUFFER_BYTES_FIELD_NUMBER: _ClassVar[int]
+    max_attempts: int
+    retry_on: _containers.RepeatedScalarFieldContainer[str]
+    per_try_timeout: _duration_pb2.Duration
+    base_interval: _duration_pb2.Duration
+    max_interval: _duration_pb2.Duration
+    max_buffer_bytes: int
+    def __init__(self, max_attempts: _Optional[int] = ..., retry_on: _Optional[_Iterable[str]] = ..., per_try_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., base_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_buffer_bytes: _Optional[int] = ...) -> None: ...
+
+class RetryBudget(_message.Message):
+    __slots__ = ("ratio", "min_retries_per_second", "ttl", "disabled")
+    RATIO_FIELD_NUMBER: _ClassVar[int]
+    MIN_RETRIES_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    TTL_FIELD_NUMBER: _ClassVar[int]
+    DISABLED_FIELD_NUMBER: _ClassVar[int]
+    ratio: float
+    min_retries_per_second: int
+    ttl: _duration_pb2.Duration
+    disabled: bool
+    def __init__(self, ratio: _Optional[float] = ..., min_retries_per_second: _Optional[int] = ..., ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., disabled: _Optional[bool] = ...) -> None: ...
+
+class CircuitBreaker(_message.Message):
+    __slots__ = ("failure_rate_threshold", "window", "minimum_requests", "open_duration", "half_open_max_calls", "success_threshold", "disabled", "max_connections", "max_pending_requests", "max_requests", "max_retries")
+    FAILURE_RATE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    MINIMUM_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    OPEN_DURATION_FIELD_NUMBER: _ClassVar[int]
+    HALF_OPEN_MAX_CALLS_FIELD_NUMBER: _ClassVar[int]
+    SUCCESS_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    DISABLED_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONNECTIONS_FIELD_NUMBER: _ClassVar[int]
+    MAX_PENDING_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_RETRIES_FIELD_NUMBER: _ClassVar[int]
+    failure_rate_threshold: float
+    window: _duration_pb2.Duration
+    minimum_requests: int
+    open_duration: _duration_pb2.Duration
+    half_open_max_calls: int
+    success_threshold: int
+    disabled: bool
+    max_connections: int
+    max_pending_requests: int
+    max_requests: int
+    max_retries: int
+    def __init__(self, failure_rate_threshold: _Optional[float] = ..., window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., minimum_requests: _Optional[int] = ..., open_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., half_open_max_calls: _Optional[int] = ..., success_threshold: _Optional[int] = ..., disabled: _Optional[bool] = ..., max_connections: _Optional[int] = ..., max_pending_requests: _Optional[int] = ..., max_requests: _Optional[int] = ..., max_retries: _Optional[int] = ...) -> None: ...
+
+class OutlierDetection(_message.Message):
+    __slots__ = ("consecutive_failures", "interval", "base_ejection_time", "max_ejection_time", "max_ejection_percent", "success_rate_minimum_hosts", "success_rate_request_volume", "success_rate_stdev_factor", "disabled")
+    CONSECUTIVE_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    BASE_EJECTION_TIME_FIELD_NUMBER: _ClassVar[int]
+    MAX_EJECTION_TIME_FIELD_NUMBER: _ClassVar[int]
+    MAX_EJECTION_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    SUCCESS_RATE_MINIMUM_HOSTS_FIELD_NUMBER: _ClassVar[int]
+    SUCCESS_RATE_REQUEST_VOLUME_FIELD_NUMBER: _ClassVar[int]
+    SUCCESS_RATE_STDEV_FACTOR_FIELD_NUMBER: _ClassVar[int]
+    DISABLED_FIELD_NUMBER: _ClassVar[int]
+    consecutive_failures: int
+    interval: _duration_pb2.Duration
+    base_ejection_time: _duration_pb2.Duration
+    max_ejection_time: _duration_pb2.Duration
+    max_ejection_percent: int
+    success_rate_minimum_hosts: int
+    success_rate_request_volume: int
+    success_rate_stdev_factor: float
+    disabled: bool
+    def __init__(self, consecutive_failures: _Optional[int] = ..., interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., base_ejection_time: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_ejection_time: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_ejection_percent: _Optional[int] = ..., success_rate_minimum_hosts: _Optional[int] = ..., success_rate_request_volume: _Optional[int] = ..., success_rate_stdev_factor: _Optional[float] = ..., disabled: _Optional[bool] = ...) -> None: ...
+
+class HealthCheck(_message.Message):
+    __slots__ = ("interval", "timeout", "healthy_threshold", "unhealthy_threshold", "http_path", "grpc_service")
+    INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    HEALTHY_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    UNHEALTHY_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    HTTP_PATH_FIELD_NUMBER: _ClassVar[int]
+    GRPC_SERVICE_FIELD_NUMBER: _ClassVar[int]
+    interval: _duration_pb2.Duration
+    timeout: _duration_pb2.Duration
+    healthy_threshold: int
+    unhealthy_threshold: int
+    http_path: str
+    grpc_service: str
+    def __init__(self, interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., healthy_threshold: _Optional[int] = ..., unhealthy_threshold: _Optional[int] = ..., http_path: _Optional[str] = ..., grpc_service: _Optional[str] = ...) -> None: ...
+
+class RateLimit(_message.Message):
+    __slots__ = ("name", "algorithm", "scope", "requests", "period", "burst", "prefix", "header", "direction", "max_keys")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ALGORITHM_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_FIELD_NUMBER: _ClassVar[int]
+    BURST_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_FIELD_NUMBER: _ClassVar[int]
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    DIRECTION_FIELD_NUMBER: _ClassVar[int]
+    MAX_KEYS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    algorithm: RateLimitAlgorithm
+    scope: RateLimitScope
+    requests: int
+    period: _duration_pb2.Duration
+    burst: int
+    prefix: str
+    header: str
+    direction: Direction
+    max_keys: int
+    def __init__(self, name: _Optional[str] = ..., algorithm: _Optional[_Union[RateLimitAlgorithm, str]] = ..., scope: _Optional[_Union[RateLimitScope, str]] = ..., requests: _Optional[int] = ..., period: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., burst: _Optional[int] = ..., prefix: _Optional[str] = ..., header: _Optional[str] = ..., direction: _Optional[_Union[Direction, str]] = ..., max_keys: _Optional[int] = ...) -> None: ...
+
+class MethodPolicy(_message.Message):
+    __slots__ = ("prefix", "timeout", "retry")
+    PREFIX_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    RETRY_FIELD_NUMBER: _ClassVar[int]
+    prefix: str
+    timeout: _duration_pb2.Duration
+    retry: RetryPolicy
+    def __init__(self, prefix: _Optional[str] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retry: _Optional[_Union[RetryPolicy, _Mapping]] = ...) -> None: ...
 
 class TrafficPolicy(_message.Message):
     __slots__ = ("metadata", "spec")
@@ -87,14 +281,28 @@ class TrafficPolicy(_message.Message):
     def __init__(self, metadata: _Optional[_Union[ObjectMeta, _Mapping]] = ..., spec: _Optional[_Union[TrafficPolicySpec, _Mapping]] = ...) -> None: ...
 
 class TrafficPolicySpec(_message.Message):
-    __slots__ = ("service", "load_balancer", "timeout")
+    __slots__ = ("service", "load_balancer", "timeout", "retry", "retry_budget", "circuit_breaker", "outlier_detection", "health_check", "rate_limits", "methods")
     SERVICE_FIELD_NUMBER: _ClassVar[int]
     LOAD_BALANCER_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    RETRY_FIELD_NUMBER: _ClassVar[int]
+    RETRY_BUDGET_FIELD_NUMBER: _ClassVar[int]
+    CIRCUIT_BREAKER_FIELD_NUMBER: _ClassVar[int]
+    OUTLIER_DETECTION_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_CHECK_FIELD_NUMBER: _ClassVar[int]
+    RATE_LIMITS_FIELD_NUMBER: _ClassVar[int]
+    METHODS_FIELD_NUMBER: _ClassVar[int]
     service: str
     load_balancer: LoadBalancer
     timeout: _duration_pb2.Duration
-    def __init__(self, service: _Optional[str] = ..., load_balancer: _Optional[_Union[LoadBalancer, _Mapping]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    retry: RetryPolicy
+    retry_budget: RetryBudget
+    circuit_breaker: CircuitBreaker
+    outlier_detection: OutlierDetection
+    health_check: HealthCheck
+    rate_limits: _containers.RepeatedCompositeFieldContainer[RateLimit]
+    methods: _containers.RepeatedCompositeFieldContainer[MethodPolicy]
+    def __init__(self, service: _Optional[str] = ..., load_balancer: _Optional[_Union[LoadBalancer, _Mapping]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., retry_budget: _Optional[_Union[RetryBudget, _Mapping]] = ..., circuit_breaker: _Optional[_Union[CircuitBreaker, _Mapping]] = ..., outlier_detection: _Optional[_Union[OutlierDetection, _Mapping]] = ..., health_check: _Optional[_Union[HealthCheck, _Mapping]] = ..., rate_limits: _Optional[_Iterable[_Union[RateLimit, _Mapping]]] = ..., methods: _Optional[_Iterable[_Union[MethodPolicy, _Mapping]]] = ...) -> None: ...
 
 class Endpoint(_message.Message):
     __slots__ = ("metadata", "spec")
@@ -105,16 +313,18 @@ class Endpoint(_message.Message):
     def __init__(self, metadata: _Optional[_Union[ObjectMeta, _Mapping]] = ..., spec: _Optional[_Union[EndpointSpec, _Mapping]] = ...) -> None: ...
 
 class EndpointSpec(_message.Message):
-    __slots__ = ("service", "address", "weight", "health")
+    __slots__ = ("service", "address", "weight", "health", "health_reason")
     SERVICE_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_FIELD_NUMBER: _ClassVar[int]
     HEALTH_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_REASON_FIELD_NUMBER: _ClassVar[int]
     service: str
     address: str
     weight: int
     health: HealthState
-    def __init__(self, service: _Optional[str] = ..., address: _Optional[str] = ..., weight: _Optional[int] = ..., health: _Optional[_Union[HealthState, str]] = ...) -> None: ...
+    health_reason: str
+    def __init__(self, service: _Optional[str] = ..., address: _Optional[str] = ..., weight: _Optional[int] = ..., health: _Optional[_Union[HealthState, str]] = ..., health_reason: _Optional[str] = ...) -> None: ...
 
 class Resource(_message.Message):
     __slots__ = ("service", "traffic_policy", "endpoint")
