@@ -9,11 +9,24 @@ from __future__ import annotations
 from skein.addr import parse_hostport
 from skein.config.kinds import make_resource
 from skein.config.model import (
-    Algorithm,
     ClusterConfig,
+    Direction,
     EndpointConfig,
+    LocalConfig,
     Protocol,
     SidecarConfig,
+)
+from skein.config.policy import (
+    breaker_config,
+    budget_config,
+    endpoint_weight,
+    health_check_config,
+    load_balancer_config,
+    method_configs,
+    outlier_config,
+    rate_limit_configs,
+    retry_config,
+    timeout_of,
 )
 from skein.config.validate import check_name, validate_resource
 from skein.errors import ConfigError
@@ -25,11 +38,6 @@ _PROTOCOLS = {
     resources_pb2.PROTOCOL_UNSPECIFIED: Protocol.GRPC,
     resources_pb2.GRPC: Protocol.GRPC,
     resources_pb2.HTTP: Protocol.HTTP,
-}
-_ALGORITHMS = {
-    resources_pb2.LOAD_BALANCER_ALGORITHM_UNSPECIFIED: Algorithm.ROUND_ROBIN,
-    resources_pb2.ROUND_ROBIN: Algorithm.ROUND_ROBIN,
-    resources_pb2.LEAST_REQUEST: Algorithm.LEAST_REQUEST,
 }
 
 
@@ -50,41 +58,9 @@ def _check_cluster_name(field: str, got: str, cluster: str, where: str) -> None:
         )
 
 
-def _timeout(policy: resources_pb2.TrafficPolicy) -> float | None:
-    if not policy.spec.HasField("timeout"):
-        return None
-    d = policy.spec.timeout
-    return float(d.seconds + d.nanos / 1e9)
-
-
-def _cluster(index: int, cluster: discovery_pb2.Cluster) -> ClusterConfig:
-    where = f"clusters[{index}]"
-    try:
-        check_name(cluster.name, "name")
-    except ConfigError as err:
-        raise ConfigError(err.field, err.reason, where=where) from None
-    protocol = Protocol.GRPC
-    if cluster.HasField("service"):
-        _validate("Service", cluster.service, cluster.name)
-        _check_cluster_name(
-            "service.metadata.name",
-            cluster.service.metadata.name,
-            cluster.name,
-            f"Cluster/{cluster.name}",
-        )
-        protocol = _PROTOCOLS[cluster.service.spec.protocol]
-    algorithm = Algorithm.ROUND_ROBIN
-    timeout = None
-    if cluster.HasField("policy"):
-        _validate("TrafficPolicy", cluster.policy, cluster.name)
-        _check_cluster_name(
-            "spec.service",
-            cluster.policy.spec.service,
-            cluster.name,
-            f"TrafficPolicy/{cluster.policy.metadata.name}",
-        )
-        algorithm = _ALGORITHMS[cluster.policy.spec.load_balancer.algorithm]
-        timeout = _timeout(cluster.policy)
+def _endpoints(
+    cluster: discovery_pb2.Cluster, lb: resources_pb2.LoadBalancer
+) -> tuple[EndpointConfig, ...]:
     endpoints = []
     seen: set[str] = set()
     for ep in cluster.endpoints:
@@ -104,16 +80,69 @@ def _cluster(index: int, cluster: discovery_pb2.Cluster) -> ClusterConfig:
                 instance=name,
                 host=host,
                 port=port,
-                weight=ep.spec.weight or 1,
+                weight=endpoint_weight(lb, name, ep.spec.weight),
                 healthy=ep.spec.health != resources_pb2.UNHEALTHY,
+                health_reason=ep.spec.health_reason,
             )
         )
+    return tuple(endpoints)
+
+
+def _cluster(index: int, cluster: discovery_pb2.Cluster) -> ClusterConfig:
+    where = f"clusters[{index}]"
+    try:
+        check_name(cluster.name, "name")
+    except ConfigError as err:
+        raise ConfigError(err.field, err.reason, where=where) from None
+    protocol = Protocol.GRPC
+    if cluster.HasField("service"):
+        _validate("Service", cluster.service, cluster.name)
+        _check_cluster_name(
+            "service.metadata.name",
+            cluster.service.metadata.name,
+            cluster.name,
+            f"Cluster/{cluster.name}",
+        )
+        protocol = _PROTOCOLS[cluster.service.spec.protocol]
+    # An absent policy reads as an empty one: every field at its default.
+    policy = cluster.policy
+    if cluster.HasField("policy"):
+        _validate("TrafficPolicy", policy, cluster.name)
+        _check_cluster_name(
+            "spec.service",
+            policy.spec.service,
+            cluster.name,
+            f"TrafficPolicy/{policy.metadata.name}",
+        )
+    spec = policy.spec
     return ClusterConfig(
         name=cluster.name,
         protocol=protocol,
-        algorithm=algorithm,
-        timeout=timeout,
-        endpoints=tuple(endpoints),
+        load_balancer=load_balancer_config(spec.load_balancer),
+        timeout=timeout_of(spec),
+        endpoints=_endpoints(cluster, spec.load_balancer),
+        retry=retry_config(spec.retry),
+        budget=budget_config(spec.retry_budget),
+        breaker=breaker_config(spec.circuit_breaker),
+        outlier=outlier_config(spec.outlier_detection),
+        rate_limits=rate_limit_configs(spec, Direction.OUTBOUND),
+        methods=method_configs(spec),
+    )
+
+
+def _local(snap: discovery_pb2.Snapshot) -> LocalConfig:
+    """The inbound side: the local policy's timeout, INBOUND limits, methods, checks."""
+    if not snap.HasField("local_policy"):
+        return LocalConfig()
+    _validate("TrafficPolicy", snap.local_policy, "local")
+    spec = snap.local_policy.spec
+    return LocalConfig(
+        timeout=timeout_of(spec),
+        rate_limits=rate_limit_configs(spec, Direction.INBOUND),
+        methods=method_configs(spec),
+        health_check=(
+            health_check_config(spec.health_check) if spec.HasField("health_check") else None
+        ),
     )
 
 
@@ -127,8 +156,4 @@ def parse_snapshot(version: str, snap: discovery_pb2.Snapshot) -> SidecarConfig:
                 "name", f"duplicate cluster {built.name!r}", where=f"clusters[{index}]"
             )
         clusters[built.name] = built
-    local_timeout = None
-    if snap.HasField("local_policy"):
-        _validate("TrafficPolicy", snap.local_policy, "local")
-        local_timeout = _timeout(snap.local_policy)
-    return SidecarConfig(version=version, clusters=clusters, local_timeout=local_timeout)
+    return SidecarConfig(version=version, clusters=clusters, local=_local(snap))

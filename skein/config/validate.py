@@ -110,6 +110,20 @@ def _check_policy(tp: resources_pb2.TrafficPolicy) -> None:
     )
     if spec.HasField("timeout"):
         _check_duration(spec.timeout, "spec.timeout")
+    lb = spec.load_balancer
+    if lb.algorithm in (resources_pb2.RING_HASH, resources_pb2.MAGLEV) and not lb.HasField("hash"):
+        raise ConfigError(
+            "spec.load_balancer.hash",
+            "required for RING_HASH and MAGLEV: set `header: NAME` or `source_ip: true`",
+        )
+    for i, rl in enumerate(spec.rate_limits):
+        at = f"spec.rate_limits[{i}]"
+        _check_enum(rl.algorithm, resources_pb2.RateLimitAlgorithm, f"{at}.algorithm")
+        _check_enum(rl.scope, resources_pb2.RateLimitScope, f"{at}.scope")
+        _check_enum(rl.direction, resources_pb2.Direction, f"{at}.direction")
+        if rl.requests == 0:
+            raise ConfigError(f"{at}.requests", "must be positive, got 0")
+        _check_duration(rl.period, f"{at}.period")
 
 
 def _check_endpoint(ep: resources_pb2.Endpoint) -> None:

@@ -74,7 +74,10 @@ def test_policy_needs_a_valid_service() -> None:
 def test_unknown_enum_value() -> None:
     field, reason = error_of(policy(algorithm=7))
     assert field == "spec.load_balancer.algorithm"
-    assert reason == "unknown value 7; expected one of ROUND_ROBIN, LEAST_REQUEST"
+    assert reason == (
+        "unknown value 7; expected one of ROUND_ROBIN, LEAST_REQUEST, WEIGHTED_ROUND_ROBIN, "
+        "RING_HASH, MAGLEV, PEAK_EWMA"
+    )
 
 
 @pytest.mark.parametrize(
