@@ -61,6 +61,7 @@ def render_results(report: dict[str, Any], server: str = "echo") -> str:
             f"| {_num(case['p50_added_ms'], '+.2f')} | {cpu} | {rss} "
             f"| {_num(case['cpu_us_per_request'].get(server), '.0f')} |"
         )
+    lines += _policy_cost(report.get("policy_cost") or [])
     push = report.get("push")
     lines.append("")
     if push:
@@ -81,6 +82,31 @@ def render_results(report: dict[str, Any], server: str = "echo") -> str:
     for note in report.get("notes", []):
         lines.append(f"\nNote: {note.splitlines()[0]}")
     return "\n".join(lines)
+
+
+def _policy_cost(rows: list[dict[str, Any]]) -> list[str]:
+    """The full-policy pair next to skein-pair (defaults) and skein-pair-off."""
+    if not rows:
+        return []
+    lines = [
+        "",
+        "Policy pipeline cost (CPU: both sidecars of the pair together):",
+        "",
+        "| c | policies rps | vs skein-pair | vs skein-pair-off | CPU µs/request policies "
+        "| skein-pair | skein-pair-off | added vs skein-pair | added vs off |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        cpu = row["pair_cpu_us_per_request"]
+        lines.append(
+            f"| {row['concurrency']} | {_num(row['rps']['skein-pair-policies'], '.0f')} "
+            f"| {_num(row['rps_vs_pair'], '.1%')} | {_num(row['rps_vs_off'], '.1%')} "
+            f"| {_num(cpu['skein-pair-policies'], '.0f')} | {_num(cpu['skein-pair'], '.0f')} "
+            f"| {_num(cpu['skein-pair-off'], '.0f')} "
+            f"| {_num(row['cpu_added_vs_pair_us'], '+.0f')} "
+            f"| {_num(row['cpu_added_vs_off_us'], '+.0f')} |"
+        )
+    return lines
 
 
 def replace_results(document: str, results: str) -> str:

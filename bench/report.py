@@ -14,12 +14,26 @@ from typing import Any
 
 from bench.stats import median, percentile
 
-__all__ = ["Case", "LoadRun", "Target", "aggregate", "evaluate_targets", "format_table"]
+__all__ = [
+    "Case",
+    "LoadRun",
+    "Target",
+    "aggregate",
+    "evaluate_targets",
+    "format_policy_cost",
+    "format_table",
+    "policy_cost",
+]
 
 DIRECT = "direct"
 HOP = "skein-hop"
 PAIR = "skein-pair"
 ENVOY = "envoy-pair"
+PAIR_POLICIES = "skein-pair-policies"  # every resilience policy on
+PAIR_OFF = "skein-pair-off"  # every resilience policy off
+SKEIN_PATHS = (HOP, PAIR, PAIR_POLICIES, PAIR_OFF)
+# The most throughput the full policy pipeline may cost against skein-pair.
+POLICY_BUDGET = 0.10
 
 
 @dataclass
@@ -56,6 +70,7 @@ class Case:
     rps_vs_direct: float | None = None
     rps_vs_envoy: float | None = None
     p50_added_ms: float | None = None
+    rps_vs_pair: float | None = None  # policy pairs only: against skein-pair
 
     def proxy_names(self, server: str) -> list[str]:
         return [name for name in self.cpu_us_per_request if name != server]
@@ -106,6 +121,9 @@ def aggregate(runs: Sequence[LoadRun], peaks: dict[str, float] | None = None) ->
     for case in cases:
         direct = by_key.get((DIRECT, case.concurrency))
         envoy = by_key.get((ENVOY, case.concurrency))
+        pair = by_key.get((PAIR, case.concurrency))
+        if case.path in (PAIR_POLICIES, PAIR_OFF) and pair is not None and pair.rps > 0:
+            case.rps_vs_pair = case.rps / pair.rps
         if direct is not None and direct.rps > 0:
             case.rps_vs_direct = case.rps / direct.rps
             case.p50_added_ms = case.p50_ms - direct.p50_ms
@@ -132,7 +150,7 @@ def evaluate_targets(
     """The foundation issue's targets, met or missed, from this run's figures."""
     by_key = {(c.path, c.concurrency): c for c in cases}
     pair, hop = by_key.get((PAIR, high)), by_key.get((HOP, low))
-    skein_cases = [c for c in cases if c.path in (HOP, PAIR)]
+    skein_cases = [c for c in cases if c.path in SKEIN_PATHS]
     cpu = [v for c in skein_cases if c.concurrency == high for v in _proxy_values(c, server)]
     rss = [v for c in skein_cases for v in c.peak_rss_mib.values()]
     ratio = pair.rps_vs_envoy if pair is not None else None
@@ -179,11 +197,79 @@ def evaluate_targets(
             "ms",
             check(push_p99_ms, push_p99_ms is not None and push_p99_ms <= 100),
         ),
+        *(_policy_target(by_key, conc) for conc in (low, high)),
     ]
+
+
+def _policy_target(by_key: dict[tuple[str, int], Case], concurrency: int) -> Target:
+    case = by_key.get((PAIR_POLICIES, concurrency))
+    ratio = case.rps_vs_pair if case is not None else None
+    floor = 1 - POLICY_BUDGET
+    return Target(
+        f"full policy pipeline rps vs skein-pair, c={concurrency}",
+        f">= {floor:.0%}",
+        None if ratio is None else ratio * 100,
+        "%",
+        None if ratio is None else ratio >= floor,
+    )
 
 
 def _proxy_values(case: Case, server: str) -> list[float]:
     return [v for n, v in case.cpu_us_per_request.items() if n != server]
+
+
+def _pair_cpu(case: Case | None, server: str) -> float | None:
+    """CPU µs per request of both sidecars of a pair together."""
+    return sum(_proxy_values(case, server)) if case is not None else None
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def policy_cost(cases: Sequence[Case], server: str) -> list[dict[str, Any]]:
+    """Per concurrency: the full-policy pair against skein-pair (defaults) and the off pair.
+
+    CPU is both sidecars of a pair together. Empty when the policy pair was not measured.
+    """
+    by_key = {(c.path, c.concurrency): c for c in cases}
+    rows = []
+    for conc in sorted({c.concurrency for c in cases if c.path == PAIR_POLICIES}):
+        found = {p: by_key.get((p, conc)) for p in (PAIR_POLICIES, PAIR, PAIR_OFF)}
+        rps = {p: (c.rps if c else None) for p, c in found.items()}
+        cpu = {p: _pair_cpu(c, server) for p, c in found.items()}
+        rows.append(
+            {
+                "concurrency": conc,
+                "rps": rps,
+                "rps_vs_pair": _ratio(rps[PAIR_POLICIES], rps[PAIR]),
+                "rps_vs_off": _ratio(rps[PAIR_POLICIES], rps[PAIR_OFF]),
+                "pair_cpu_us_per_request": cpu,
+                "cpu_added_vs_pair_us": _diff(cpu[PAIR_POLICIES], cpu[PAIR]),
+                "cpu_added_vs_off_us": _diff(cpu[PAIR_POLICIES], cpu[PAIR_OFF]),
+                "p50_ms": {p: (c.p50_ms if c else None) for p, c in found.items()},
+            }
+        )
+    return [_round(row) for row in rows]
+
+
+def _diff(a: float | None, b: float | None) -> float | None:
+    return a - b if a is not None and b is not None else None
+
+
+def format_policy_cost(rows: Sequence[dict[str, Any]]) -> str:
+    """The policy pipeline's cost as text lines (empty when not measured)."""
+    lines = []
+    for row in rows:
+        cpu = row["pair_cpu_us_per_request"]
+        lines.append(
+            f"c={row['concurrency']}: policies {_fmt(row['rps'][PAIR_POLICIES], '.0f')} rps = "
+            f"{_fmt(row['rps_vs_pair'], '.0%')} of skein-pair, "
+            f"{_fmt(row['rps_vs_off'], '.0%')} of skein-pair-off; pair CPU µs/request "
+            f"policies {_fmt(cpu[PAIR_POLICIES], '.0f')}, skein-pair {_fmt(cpu[PAIR], '.0f')}, "
+            f"off {_fmt(cpu[PAIR_OFF], '.0f')}"
+        )
+    return "\n".join(lines)
 
 
 def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
@@ -195,7 +281,7 @@ def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
 def format_table(cases: Sequence[Case], server: str) -> str:
     """A fixed-width table, one row per case; proxies' CPU and RSS listed per process."""
     header = (
-        f"{'path':<11} {'c':>3} {'rps':>8} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'path':<19} {'c':>3} {'rps':>8} {'p50 ms':>7} {'p99 ms':>7} "
         f"{'vs direct':>9} {'vs envoy':>8} {'+p50 ms':>7}  proxies: CPU µs/req, RSS MiB (peak)"
     )
     lines = [header, "-" * len(header)]
@@ -207,7 +293,7 @@ def format_table(cases: Sequence[Case], server: str) -> str:
         )
         server_cpu = c.cpu_us_per_request.get(server)
         lines.append(
-            f"{c.path:<11} {c.concurrency:>3} {c.rps:>8.0f} {c.p50_ms:>7.2f} {c.p99_ms:>7.2f} "
+            f"{c.path:<19} {c.concurrency:>3} {c.rps:>8.0f} {c.p50_ms:>7.2f} {c.p99_ms:>7.2f} "
             f"{_fmt(c.rps_vs_direct, '>8.0%'):>9} {_fmt(c.rps_vs_envoy, '>7.0%'):>8} "
             f"{_fmt(c.p50_added_ms, '>+7.2f'):>7}  {proxies or '-'}"
             f"{'' if server_cpu is None else f'; server {server_cpu:.0f}µs'}"

@@ -1,7 +1,8 @@
 """Run the benchmark: `python -m bench.run [--quick]` (or `./dev bench`).
 
-Starts every path side by side (direct, one Skein hop, a Skein sidecar pair, an
-Envoy pair), checks gRPC status through each, then loads them in interleaved
+Starts every path side by side (direct, one Skein hop, a Skein sidecar pair, the
+same pair with every resilience policy on and with every one off, an Envoy
+pair), checks gRPC status through each, then loads them in interleaved
 rounds with h2load at concurrency 1 and 64, sampling the proxies' CPU and
 memory from /proc. Then times config push to 100 discovery streams. Prints a
 table and writes JSON (default bench/results/latest.json). A path that cannot
@@ -27,13 +28,23 @@ from bench.machine import describe_machine, load_average, tool_version
 from bench.markdown import MarkerError, render_results, replace_results
 from bench.procstat import cpu_seconds, memory
 from bench.push import PushResult, measure_push
-from bench.report import LoadRun, aggregate, evaluate_targets, format_table
+from bench.report import (
+    LoadRun,
+    aggregate,
+    evaluate_targets,
+    format_policy_cost,
+    format_table,
+    policy_cost,
+)
 from bench.stacks import (
     BenchPath,
     SkeinMesh,
+    full_policy,
+    off_policy,
     start_bare_relays,
     start_echo,
     start_envoy_pair,
+    start_policy_pair,
     start_skein,
 )
 from bench.stats import percentile
@@ -170,6 +181,7 @@ def _start_paths(
             )
         except Exception as relay_err:
             skipped["skein-hop"] = skipped["skein-pair"] = f"{reason}; fallback: {relay_err}"
+    paths += _start_policy_pairs(group, work, direct.target, mesh, skipped)
     print("starting Envoy pair ...", flush=True)
     try:
         paths.append(start_envoy_pair(group, work, direct.target))
@@ -178,6 +190,28 @@ def _start_paths(
         skipped["envoy-pair"] = f"{type(err).__name__}: {err}"
         print(f"  Envoy pair skipped: {err}{tails}", file=sys.stderr, flush=True)
     return server, paths, mesh
+
+
+def _start_policy_pairs(
+    group: ProcessGroup, work: str, app: str, mesh: SkeinMesh | None, skipped: dict[str, str]
+) -> list[BenchPath]:
+    """The pair with every policy on and with every policy off, each checked applied."""
+    pairs = (full_policy(), off_policy())
+    if mesh is None:
+        for pair in pairs:
+            skipped[pair.path] = "no control daemon (Skein did not start)"
+        return []
+    started = []
+    for pair in pairs:
+        print(f"starting {pair.path} ...", flush=True)
+        try:
+            started.append(start_policy_pair(group, mesh.control, app, work, pair))
+        except Exception as err:
+            skipped[pair.path] = f"{type(err).__name__}: {err}"
+            tails = "".join(_log_tail(d) for d in group.daemons if d.name.startswith(pair.prefix))
+            print(f"  {pair.path} skipped: {err}{tails}", file=sys.stderr, flush=True)
+            _stop_named(group, (f"{pair.prefix}-",))
+    return started
 
 
 def _stop_named(group: ProcessGroup, prefixes: tuple[str, ...]) -> None:
@@ -288,6 +322,7 @@ def measure(settings: Settings) -> dict[str, Any]:
         "cases": [c.to_json() for c in cases],
         "table": format_table(cases, SERVER),
         "push": push_json,
+        "policy_cost": policy_cost(cases, SERVER),
         "targets": [t.to_json() for t in targets],
         "skipped": skipped,
         "notes": [note.replace(work, "<workdir>") for note in notes],
@@ -304,6 +339,8 @@ def _print(report: dict[str, Any]) -> None:
             f"p50 {push['p50_ms']} ms, p99 {push['p99_ms']} ms, max {push['max_ms']} ms"
             + (f", {len(push['failures'])} failed" if push["failures"] else "")
         )
+    if report["policy_cost"]:
+        print("\npolicy pipeline cost:\n" + format_policy_cost(report["policy_cost"]))
     print("\ntargets:")
     for t in report["targets"]:
         state = {True: "met", False: "MISSED", None: "not measured"}[t["met"]]
