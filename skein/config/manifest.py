@@ -8,6 +8,7 @@ descriptor ourselves, so an error names the exact field path
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from typing import Any
@@ -81,10 +82,11 @@ def _check_scalar(field: FieldDescriptor, value: object, path: str) -> None:
         if not isinstance(value, str):
             raise ConfigError(path, f"expected a string, got {_type_name(value)} {value!r}")
         return
-    if field.type in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT) and (
-        isinstance(value, bool) or not isinstance(value, int | float)
-    ):
-        raise ConfigError(path, f"expected a number, got {_type_name(value)} {value!r}")
+    if field.type in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(path, f"expected a number, got {_type_name(value)} {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(path, f"expected a finite number, got {value!r}")
 
 
 def _walk(desc: Descriptor, data: object, path: str) -> dict[str, Any]:

@@ -10,7 +10,8 @@ the values (negative durations, unknown enum numbers, a ring hash without
 Invariants:
 - an unset message (`retry`, `retry_budget`, ...) gives the same model as a
   set one whose fields are all zero;
-- header names come out lowercase (HTTP/2 carries them lowercase);
+- header names are lowercase, as HTTP/2 carries them (validation rejects
+  any other spelling, so nothing is rewritten here);
 - a RateLimit's burst is at least its requests; a keyed CLIENT_IDENTITY
   limit always has a header to read.
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 from google.protobuf import duration_pb2  # type: ignore[import-untyped]
 
+from skein.config.checks import seconds
 from skein.config.model import (
     DEFAULT_RETRY_ON,
     Algorithm,
@@ -94,11 +96,6 @@ _DEFAULT_HEALTH = HealthCheckConfig()
 _DEFAULT_MAX_KEYS = RateLimitConfig("", 1, 1.0, 1).max_keys
 
 
-def seconds(d: duration_pb2.Duration) -> float:
-    """A Duration as float seconds."""
-    return float(d.seconds + d.nanos / 1e9)
-
-
 def _or(d: duration_pb2.Duration, default: float) -> float:
     """A duration, or `default` when it is zero (unset)."""
     value = seconds(d)
@@ -118,7 +115,7 @@ def load_balancer_config(lb: resources_pb2.LoadBalancer) -> LoadBalancerConfig:
     if lb.HasField("hash"):
         which = lb.hash.WhichOneof("source")
         if which == "header":
-            hash_config = HashConfig(header=lb.hash.header.lower())
+            hash_config = HashConfig(header=lb.hash.header)
         elif which == "source_ip":
             hash_config = HashConfig(source_ip=True)
     return LoadBalancerConfig(
@@ -207,7 +204,7 @@ def health_check_config(hc: resources_pb2.HealthCheck) -> HealthCheckConfig:
 
 def _rate_limit(rl: resources_pb2.RateLimit) -> RateLimitConfig:
     scope = RATE_LIMIT_SCOPES[rl.scope]
-    header = rl.header.lower()
+    header = rl.header
     if scope is RateLimitScope.CLIENT_IDENTITY and not header:
         header = CLIENT_IDENTITY_HEADER
     return RateLimitConfig(

@@ -9,12 +9,17 @@ import time
 import uuid
 from collections.abc import Iterator
 
+import grpc
 import pytest
 import yaml
 
 from skein import cli
+from skein.addr import parse_hostport_list
+from skein.client import OperatorCallError, OperatorClient
+from skein.config import make_resource
 from skein.launch import Daemon, ProcessGroup, free_port
 from skein.localetcd import LocalEtcd
+from skein.v1 import resources_pb2
 
 pytestmark = pytest.mark.integration
 
@@ -123,6 +128,89 @@ def test_invalid_apply_stores_nothing(skein: Skein, tmp_path: pathlib.Path) -> N
     code, _, err = skein("get", "service", "inv-a")  # the valid first document was not applied
     assert code == cli.EXIT_FAILURE
     assert "NOT_FOUND" in err
+
+
+KEEP: dict[str, object] = {
+    "kind": "TrafficPolicy",
+    "metadata": {"name": "keep"},
+    "spec": {
+        "service": "keep",
+        "loadBalancer": {"algorithm": "LEAST_REQUEST"},
+        "timeout": "2s",
+        "rateLimits": [{"name": "per-service", "requests": 10, "period": "1s", "burst": 15}],
+    },
+}
+
+# (what is wrong, spec fields replacing the good policy's, the field the error names)
+INVALID_POLICIES = [
+    ("negative duration", {"timeout": "-1s"}, "spec.timeout"),
+    (
+        "unknown algorithm",
+        {"loadBalancer": {"algorithm": "FASTEST"}},
+        "spec.load_balancer.algorithm",
+    ),
+    (
+        "weights all zero",
+        {
+            "loadBalancer": {
+                "algorithm": "WEIGHTED_ROUND_ROBIN",
+                "weights": {"keep-1": 0, "keep-2": 0},
+            }
+        },
+        "spec.load_balancer.weights",
+    ),
+    (
+        "burst below rate",
+        {"rateLimits": [{"name": "per-service", "requests": 100, "period": "1s", "burst": 50}]},
+        "spec.rate_limits[0].burst",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "change", "field"), INVALID_POLICIES, ids=[c[0] for c in INVALID_POLICIES]
+)
+def test_invalid_policy_is_rejected_and_the_old_one_keeps_serving(
+    skein: Skein, tmp_path: pathlib.Path, case: str, change: dict[str, object], field: str
+) -> None:
+    code, _, err = skein("apply", "-f", manifest(tmp_path, "keep.yaml", svc("keep", 1), KEEP))
+    assert code == 0, err
+    code, before, _ = skein("get", "tp", "keep", "-o", "yaml")
+    assert code == 0
+    bad = {**KEEP, "spec": {**KEEP["spec"], **change}}  # type: ignore[dict-item]
+    path = manifest(tmp_path, "bad.yaml", svc("keep", 2), bad)
+    code, out, err = skein("apply", "-f", path)
+    assert code == cli.EXIT_USAGE, case
+    assert f"{path}#1" in err and f"{field}:" in err, err
+    assert "nothing was applied" in err and out == ""
+    code, after, _ = skein("get", "tp", "keep", "-o", "yaml")
+    assert code == 0 and after == before
+    code, out, _ = skein("get", "service", "keep", "-o", "json")
+    assert code == 0 and '"port": 1' in out  # the valid document beside it was not applied
+
+
+def test_control_rejects_an_invalid_policy_the_cli_did_not_check(
+    skein: Skein, control: Daemon
+) -> None:
+    """A client that skips validation (another version, a script) meets the same rules."""
+    good = resources_pb2.TrafficPolicy()
+    good.metadata.name = "direct"
+    good.spec.service = "direct"
+    good.spec.timeout.seconds = 3
+    bad = resources_pb2.TrafficPolicy()
+    bad.CopyFrom(good)
+    rule = bad.spec.rate_limits.add(name="r", requests=100, burst=50)
+    rule.period.seconds = 1
+    with OperatorClient(parse_hostport_list(control.addresses["listen"])) as client:
+        client.apply([make_resource("TrafficPolicy", good)])
+        with pytest.raises(OperatorCallError) as info:
+            client.apply([make_resource("TrafficPolicy", bad)])
+        assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert "TrafficPolicy/direct" in info.value.message
+        assert "spec.rate_limits[0].burst: a burst below the rate" in info.value.message
+        (stored,) = client.get("TrafficPolicy", "direct").resources
+    assert not stored.traffic_policy.spec.rate_limits
+    assert stored.traffic_policy.spec.timeout.seconds == 3
 
 
 def test_dry_run_stores_nothing(skein: Skein, tmp_path: pathlib.Path) -> None:

@@ -139,7 +139,6 @@ def full_policy(tp: resources_pb2.TrafficPolicy, service: str) -> None:
     spec.load_balancer.algorithm = resources_pb2.WEIGHTED_ROUND_ROBIN
     spec.load_balancer.weights[f"{service}-0"] = 0
     spec.load_balancer.weights[f"{service}-1"] = 7
-    spec.load_balancer.decay.seconds = 4
     spec.retry.max_attempts = 5
     spec.retry.retry_on.extend(["5xx", "reset"])
     spec.retry.per_try_timeout.nanos = 300_000_000
@@ -161,7 +160,7 @@ def full_policy(tp: resources_pb2.TrafficPolicy, service: str) -> None:
     inn = spec.rate_limits.add(name="in", requests=100, burst=150)
     inn.period.seconds = 3600
     inn.scope = resources_pb2.HEADER
-    inn.header = "X-Tenant"
+    inn.header = "x-tenant"
     inn.algorithm = resources_pb2.SLIDING_WINDOW
     inn.max_keys = 50
     inn.prefix = "/shop.Orders/"
@@ -184,9 +183,7 @@ def test_full_policy_builds_cluster_and_local_model() -> None:
         ("orders-0", 0, True, ""),
         ("orders-1", 7, False, "3 failed checks"),
     ]
-    assert orders.load_balancer == LoadBalancerConfig(
-        algorithm=Algorithm.WEIGHTED_ROUND_ROBIN, decay=4.0
-    )
+    assert orders.load_balancer == LoadBalancerConfig(algorithm=Algorithm.WEIGHTED_ROUND_ROBIN)
     assert orders.retry == RetryConfig(
         max_attempts=5,
         retry_on=("5xx", "reset"),
@@ -246,17 +243,24 @@ def test_registration_weight_used_without_policy_weight() -> None:
     assert [e.weight for e in orders.endpoints] == [4, 2]
 
 
-def test_hash_policy_header_lowercased_and_source_ip() -> None:
+def test_hash_policy_ring_size_and_decay() -> None:
     snap = snapshot()
     lb = snap.clusters[0].policy.spec.load_balancer
     lb.algorithm = resources_pb2.RING_HASH
-    lb.hash.header = "X-User"
+    lb.hash.header = "x-user"
     lb.ring_size = 4096
     assert parse_snapshot("4", snap).clusters["orders"].load_balancer == LoadBalancerConfig(
         algorithm=Algorithm.RING_HASH, hash=HashConfig(header="x-user"), ring_size=4096
     )
     lb.algorithm = resources_pb2.MAGLEV
     lb.hash.source_ip = True
-    assert parse_snapshot("4", snap).clusters["orders"].load_balancer.hash == HashConfig(
-        source_ip=True
+    lb.ring_size = 0
+    assert parse_snapshot("4", snap).clusters["orders"].load_balancer == LoadBalancerConfig(
+        algorithm=Algorithm.MAGLEV, hash=HashConfig(source_ip=True)
+    )
+    lb.algorithm = resources_pb2.PEAK_EWMA
+    lb.ClearField("hash")
+    lb.decay.nanos = 500_000_000
+    assert parse_snapshot("4", snap).clusters["orders"].load_balancer == LoadBalancerConfig(
+        algorithm=Algorithm.PEAK_EWMA, decay=0.5
     )
