@@ -164,3 +164,25 @@ def test_manifest_round_trip() -> None:
         assert parse_manifest(manifest) == res
     out = resource_to_manifest(parse_manifest(yaml.safe_load(GOOD.split("---")[1])))
     assert out["spec"]["loadBalancer"] == {"algorithm": "LEAST_REQUEST"}
+
+
+def test_policy_reference_example_is_valid() -> None:
+    """The full example in docs/policies.md applies as written."""
+    doc = pathlib.Path(__file__).resolve().parents[3] / "docs" / "policies.md"
+    text = doc.read_text()
+    example = text.split("```yaml\n", 1)[1].split("```", 1)[0]
+    res = parse_manifest(yaml.safe_load(example))
+    spec = res.traffic_policy.spec
+    assert spec.load_balancer.weights["products-1"] == 3
+    assert [r.name for r in spec.rate_limits] == ["per-service", "per-client"]
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf"])
+def test_non_finite_numbers_name_the_field(value: str) -> None:
+    doc = yaml.safe_load(
+        f"kind: tp\nmetadata: {{name: a}}\nspec: {{service: a, retryBudget: {{ratio: {value}}}}}"
+    )
+    with pytest.raises(ConfigError) as info:
+        parse_manifest(doc)
+    assert info.value.field == "spec.retry_budget.ratio"
+    assert "finite number" in info.value.reason

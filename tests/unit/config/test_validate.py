@@ -145,3 +145,8 @@ def test_names_never_crash(name: str) -> None:
         check_name(name, "metadata.name")
     except ConfigError as err:
         assert err.field == "metadata.name"
+
+
+def test_endpoint_health_reason_is_bounded() -> None:
+    validate_resource(endpoint(health_reason="3 failed checks: connection refused"))
+    assert error_of(endpoint(health_reason="x" * 1025))[0] == "spec.health_reason"
