@@ -112,7 +112,11 @@ class TokenBucket:
 
 
 class LeakyBucket:
-    """A queue of at most `burst` calls draining at `rate`: calls are delayed, not rejected."""
+    """A queue of at most `burst` calls draining at `rate`: calls over the rate wait their turn.
+
+    Only a call that would find the queue full is rejected. A queued call
+    keeps its slot even if its caller gives up before its start.
+    """
 
     __slots__ = ("_interval", "_longest", "_next", "burst")
 
@@ -344,7 +348,7 @@ class RateLimitRule:
             raise ValueError(
                 f"rate limit {config.name!r}: scope HEADER needs `header`, the header to key on"
             )
-        self._limiter = make_limiter(config, now)  # SERVICE scope's; a template otherwise
+        self._limiter = make_limiter(config, now)  # used by SERVICE scope only
         self._keyed: OrderedDict[str | bytes, Limiter] = OrderedDict()
         self._text = (
             f"({_ALGORITHM_NAMES[config.algorithm]}, {config.requests} per "
@@ -390,7 +394,9 @@ class RateLimitRule:
         keyed = self._keyed
         if len(keyed) >= self.config.max_keys:
             keyed.popitem(last=False)
-        limiter = keyed[key] = make_limiter(self.config, now)
+        config = self.config  # validated in __init__
+        limiter = _ALGORITHMS[config.algorithm](config.requests, config.period, config.burst, now)
+        keyed[key] = limiter
         return limiter
 
     @property
