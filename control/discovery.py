@@ -25,10 +25,10 @@ from control.coalesce import Coalescer
 from control.mirror import Mirror
 from control.stats import ControlMetrics
 from control.status import StatusWriter
-from control.store import EtcdStore, KeyLayout
+from control.store import EtcdStore, KeyLayout, TxnOp
 from skein.clock import Clock, MonotonicClock
 from skein.config import check_name, make_resource, validate_resource
-from skein.errors import ConfigError, NotFoundError, SkeinError
+from skein.errors import ConfigError, ConflictError, NotFoundError, SkeinError
 from skein.logging import get_logger
 from skein.v1 import discovery_pb2, resources_pb2
 
@@ -42,6 +42,8 @@ _REGISTER_FIELDS = {
     "spec.address": "address",
     "spec.weight": "weight",
 }
+_REPORT_FIELDS = {"spec.health": "health", "spec.health_reason": "reason"}
+_REPORT_ATTEMPTS = 3  # conditional writes lost to a concurrent change before giving up
 
 
 def check_node(node: Any) -> None:
@@ -75,7 +77,7 @@ def parse_request(raw: bytes, index: int) -> discovery_pb2.DiscoveryRequest:
 
 
 class DiscoveryService:
-    """Serves Stream/Register/Renew/Deregister for one control replica."""
+    """Serves Stream/Register/Renew/Deregister/ReportHealth for one control replica."""
 
     def __init__(
         self,
@@ -151,6 +153,11 @@ class DiscoveryService:
                 self.Deregister,
                 request_deserializer=discovery_pb2.DeregisterRequest.FromString,
                 response_serializer=discovery_pb2.DeregisterResponse.SerializeToString,
+            ),
+            "ReportHealth": grpc.unary_unary_rpc_method_handler(
+                self.ReportHealth,
+                request_deserializer=discovery_pb2.ReportHealthRequest.FromString,
+                response_serializer=discovery_pb2.ReportHealthResponse.SerializeToString,
             ),
         }
         return grpc.method_handlers_generic_handler("skein.v1.Discovery", methods)
@@ -303,3 +310,89 @@ class DiscoveryService:
             await self._abort(context, err)
         log.info("deregistered", service=req.service, instance=req.instance)
         return discovery_pb2.DeregisterResponse()
+
+    async def ReportHealth(
+        self, req: Any, context: grpc.aio.ServicerContext
+    ) -> discovery_pb2.ReportHealthResponse:
+        """Store the sidecar's verdict with its endpoint, under the same lease.
+
+        NOT_FOUND when the endpoint is gone or held by another lease (expired,
+        deregistered, registered again): the sidecar registers again and then
+        repeats its report. The same health and reason write nothing.
+        """
+        try:
+            _check_report(req)
+            changed = await self._set_health(req)
+        except SkeinError as err:
+            await self._abort(context, err)
+            raise AssertionError("unreachable") from None
+        if changed:
+            healthy = req.health == resources_pb2.HEALTHY
+            (log.info if healthy else log.warning)(
+                "instance healthy" if healthy else "instance unhealthy",
+                service=req.service,
+                instance=req.instance,
+                reason=req.reason,
+            )
+        return discovery_pb2.ReportHealthResponse()
+
+    async def _set_health(self, req: Any) -> bool:
+        """Rewrite the endpoint with the reported health; True when something changed."""
+        key = self.layout.endpoint(req.service, req.instance)
+        for _ in range(_REPORT_ATTEMPTS):
+            kv = await self.store.get(key)
+            if kv is None or kv.lease != req.lease_id:
+                raise NotFoundError(
+                    f"no endpoint {req.service}/{req.instance} under lease {req.lease_id} "
+                    "(the lease expired or the instance deregistered); register again"
+                )
+            ep = resources_pb2.Endpoint()
+            try:
+                json_format.Parse(kv.value, ep, ignore_unknown_fields=True)
+            except json_format.ParseError:
+                raise NotFoundError(
+                    f"the stored endpoint {req.service}/{req.instance} does not parse; "
+                    "register again to rewrite it"
+                ) from None
+            if (ep.spec.health or resources_pb2.HEALTHY) == req.health and (
+                ep.spec.health_reason == req.reason
+            ):
+                return False
+            ep.spec.health = req.health
+            ep.spec.health_reason = req.reason
+            _validate_report(ep)
+            value = json_format.MessageToJson(ep, indent=None).encode()
+            done, _ = await self.store.txn(
+                {key: kv.mod_revision}, [TxnOp(key, value, lease=req.lease_id)]
+            )
+            if done:
+                return True
+        raise ConflictError(
+            f"endpoint {req.service}/{req.instance} changed during {_REPORT_ATTEMPTS} attempts "
+            "to store its health; report again"
+        )
+
+
+def _check_report(req: Any) -> None:
+    where = "ReportHealthRequest"
+    try:
+        check_name(req.service, "service")
+    except ConfigError as err:
+        raise ConfigError(err.field, err.reason, where=where) from None
+    if not req.instance or len(req.instance) > 253 or "/" in req.instance:
+        raise ConfigError(
+            "instance", f"required: 1-253 characters without '/', got {req.instance!r}", where=where
+        )
+    if req.lease_id == 0:
+        raise ConfigError("lease_id", "required: the lease Register returned", where=where)
+    if req.health not in (resources_pb2.HEALTHY, resources_pb2.UNHEALTHY):
+        raise ConfigError("health", f"must be HEALTHY or UNHEALTHY, got {req.health}", where=where)
+
+
+def _validate_report(ep: resources_pb2.Endpoint) -> None:
+    """The endpoint with its new health must still be a valid Endpoint."""
+    try:
+        validate_resource(make_resource("Endpoint", ep))
+    except ConfigError as err:
+        field = _REPORT_FIELDS.get(err.field, err.field)
+        raise ConfigError(field, err.reason, where="ReportHealthRequest") from None

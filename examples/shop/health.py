@@ -1,87 +1,96 @@
-"""`grpc.health.v1.Health` without grpcio-health-checking.
+"""`grpc.health.v1.Health` for the shop services, without grpcio-health-checking.
 
-The two messages have one field each, so they are encoded by hand and served
-through a generic handler: Check answers SERVING for the server ("") and for
-every service it hosts, NOT_FOUND otherwise (as the health protocol says);
-Watch sends the status once and then holds the stream until the server stops.
+Messages are Skein's own generated `skein.v1.health_pb2` (package
+grpc.health.v1, so the wire names are the standard ones); the servicer is
+registered through a generic handler. Check answers the status of the
+server ("") or of a service it hosts, NOT_FOUND for any other name (as the
+health protocol says); Watch sends the status at once and again on every
+change, SERVICE_UNKNOWN for a name it does not host. Each sidecar's active
+health check asks Check, so `set(...)` is how an instance takes itself out
+of rotation (NOT_SERVING) and back.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterable
+from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 
-__all__ = ["SERVICE_UNKNOWN", "SERVING", "health_handler", "parse_service_name"]
+from skein.v1 import health_pb2
 
-SERVING = b"\x08\x01"  # HealthCheckResponse{status: SERVING}
-SERVICE_UNKNOWN = b"\x08\x03"  # HealthCheckResponse{status: SERVICE_UNKNOWN}
+__all__ = ["SERVING", "HealthServicer", "health_handler", "parse_service_name"]
+
+Response = health_pb2.HealthCheckResponse
+# A serialized SERVING response (what a bytes-level Check call gets back).
+SERVING: bytes = Response(status=Response.SERVING).SerializeToString()
 
 
 def parse_service_name(request: bytes) -> str:
-    """`service` (field 1) of a HealthCheckRequest; unknown fields are skipped."""
-    pos, name = 0, ""
-    while pos < len(request):
-        key, pos = _varint(request, pos)
-        wire = key & 7
-        if wire == 0:
-            _, pos = _varint(request, pos)
-        elif wire == 2:
-            length, pos = _varint(request, pos)
-            if key >> 3 == 1:
-                name = request[pos : pos + length].decode("utf-8", "replace")
-            pos += length
-        elif wire in (1, 5):
-            pos += 8 if wire == 1 else 4
-        else:
-            raise ValueError(f"unsupported wire type {wire} in HealthCheckRequest")
-    if pos > len(request):
-        raise ValueError("truncated HealthCheckRequest")
+    """`service` of a serialized HealthCheckRequest; ValueError when it does not parse."""
+    try:
+        name: str = health_pb2.HealthCheckRequest.FromString(request).service
+    except DecodeError as err:
+        raise ValueError(f"malformed HealthCheckRequest: {err}") from None
     return name
 
 
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
-    value, shift = 0, 0
-    while True:
-        if pos >= len(data):
-            raise ValueError("truncated varint in HealthCheckRequest")
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, pos
-        shift += 7
+class HealthServicer:
+    """Serving status per service name ("" is the whole server); all SERVING at first."""
+
+    def __init__(self, services: Iterable[str]) -> None:
+        self._status = {name: Response.SERVING for name in ("", *services)}
+        self._changed = asyncio.Event()
+
+    def status(self, service: str = "") -> Any:
+        return self._status[service]
+
+    def set(self, status: Any, service: str | None = None) -> None:
+        """Set one service's status, or (service None) the server's and every service's."""
+        names = list(self._status) if service is None else [service]
+        for name in names:
+            if name not in self._status:
+                raise KeyError(f"{name!r} is not hosted here; known: {sorted(self._status)}")
+            self._status[name] = status
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()  # wakes every Watch
+
+    async def Check(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        status = self._status.get(request.service)
+        if status is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {request.service!r}")
+        return Response(status=status)
+
+    async def Watch(
+        self, request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Any]:
+        last = None
+        while True:
+            changed = self._changed
+            status = self._status.get(request.service, Response.SERVICE_UNKNOWN)
+            if status != last:
+                last = status
+                yield Response(status=status)
+            await changed.wait()  # until a change, the client cancels or the server stops
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        request = health_pb2.HealthCheckRequest.FromString
+        response = Response.SerializeToString
+        return grpc.method_handlers_generic_handler(
+            "grpc.health.v1.Health",
+            {
+                "Check": grpc.unary_unary_rpc_method_handler(
+                    self.Check, request_deserializer=request, response_serializer=response
+                ),
+                "Watch": grpc.unary_stream_rpc_method_handler(
+                    self.Watch, request_deserializer=request, response_serializer=response
+                ),
+            },
+        )
 
 
 def health_handler(services: Iterable[str]) -> grpc.GenericRpcHandler:
     """A handler for grpc.aio servers hosting `services` (full names, e.g. shop.v1.Users)."""
-    known = frozenset(["", *services])
-
-    def _name(request: bytes) -> str | None:
-        try:
-            return parse_service_name(request)
-        except ValueError:
-            return None
-
-    async def check(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
-        name = _name(request)
-        if name is None:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "malformed HealthCheckRequest")
-        if name not in known:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {name!r}")
-        return SERVING
-
-    async def watch(
-        request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]
-    ) -> AsyncIterator[bytes]:
-        yield SERVING if _name(request) in known else SERVICE_UNKNOWN
-        await asyncio.Event().wait()  # held until the client cancels or the server stops
-
-    return grpc.method_handlers_generic_handler(
-        "grpc.health.v1.Health",
-        {
-            "Check": grpc.unary_unary_rpc_method_handler(check),
-            "Watch": grpc.unary_stream_rpc_method_handler(watch),
-        },
-    )
+    return HealthServicer(services).handler()

@@ -2,7 +2,8 @@
 
 Serves the service's gRPC API plus grpc.health.v1 on --listen. Orders also
 needs --upstream inventory=HOST:PORT and --upstream payments=HOST:PORT: the
-local ports its sidecar opens for those services. Stops cleanly on SIGTERM.
+local ports its sidecar opens for those services. Stops cleanly on SIGTERM:
+health turns NOT_SERVING first, then in-flight calls drain.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from collections.abc import Sequence
 import grpc
 
 from examples.shop import services
-from examples.shop.health import health_handler
+from examples.shop.health import HealthServicer
 from examples.shop.v1 import shop_pb2_grpc
 from skein.addr import parse_hostport
 from skein.errors import ConfigError
+from skein.v1 import health_pb2
 
 __all__ = ["main", "serve"]
 
@@ -71,11 +73,13 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
         channels = [grpc.aio.insecure_channel(args.upstreams[n]) for n in ("inventory", "payments")]
         servicer = services.OrdersService(instance, channels[0], channels[1])
         shop_pb2_grpc.add_OrdersServicer_to_server(servicer, server)
-    server.add_generic_rpc_handlers([health_handler([services.SERVICE_NAMES[name]])])
+    health = HealthServicer([services.SERVICE_NAMES[name]])
+    server.add_generic_rpc_handlers([health.handler()])
     if server.add_insecure_port(args.listen) == 0:
         raise SystemExit(f"{instance}: cannot listen on {args.listen}")
     await server.start()
     await stop.wait()
+    health.set(health_pb2.HealthCheckResponse.NOT_SERVING)
     await server.stop(2.0)
     for channel in channels:
         await channel.close()
