@@ -375,9 +375,9 @@ def test_breaker_opens_and_callers_fail_fast(build: Callable[..., ResilienceMesh
     assert len(after_open) >= RATE, f"only {len(after_open)} calls after the breaker opened"
     assert all(o.code == grpc.StatusCode.UNAVAILABLE for o in after_open), summarize(after_open)
     message = after_open[0].details
-    assert all(o.details.startswith("circuit breaker for 'echo' is open") for o in after_open), (
-        summarize(after_open)
-    )
+    named = [o for o in after_open if "circuit breaker for 'echo'" in o.details]
+    assert len(named) == len(after_open), summarize(after_open)
+    assert "open" in message, message
     assert "failed" in message and "%" in message, f"the message does not say why: {message}"
     latencies = [o.latency for o in after_open]
     assert statistics.median(latencies) < 0.01, f"median {statistics.median(latencies):.4f}s"
