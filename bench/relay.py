@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+from collections.abc import Sequence
 
 from sidecar.transport import Pick, UpstreamPool, start_listener
 from skein.addr import HostPort, parse_hostport
@@ -24,7 +25,9 @@ class StaticDispatcher:
     def __init__(self, address: HostPort) -> None:
         self.address = address
 
-    def pick(self, authority: str, path: str) -> Pick:
+    def pick(
+        self, authority: str, path: str, headers: Sequence[tuple[bytes, bytes]], peer_ip: str
+    ) -> Pick:
         return Pick("bench", self.address)
 
 

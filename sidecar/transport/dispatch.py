@@ -1,5 +1,10 @@
 """Starting an exchange: route it, arm its deadline, hand it to the pool.
 
+The dispatcher sees the request's header block and the caller's IP (each
+downstream connection reads its peer address once). A NoRoute is answered at
+once, with `retry-after` (and, for gRPC, `grpc-retry-pushback-ms`) when it
+carries one; a pick with a delay starts after it, its deadline running.
+
 Shared by the HTTP/2 and HTTP/1.1 front ends so both behave the same.
 A dispatcher that fails unexpectedly is a bug in routing, but must not take
 the listener down: the caller gets INTERNAL (500) naming the failure.
@@ -8,6 +13,7 @@ the listener down: the caller gets INTERNAL (500) naming the failure.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import structlog
 
@@ -20,7 +26,7 @@ from sidecar.transport.headers import RequestHead
 from sidecar.transport.stats import RelayMetrics
 from sidecar.transport.upstream import UpstreamPool
 
-__all__ = ["StreamStarter"]
+__all__ = ["StreamStarter", "peer_ip_of"]
 
 _log = structlog.get_logger("sidecar.transport")
 _INTERNAL = 13
@@ -47,29 +53,35 @@ class StreamStarter:
         self.no_route = 0
         self._loop = asyncio.get_running_loop()
 
-    def begin(self, ex: Exchange, head: RequestHead) -> None:
-        """Route `ex` and start it; on no route answer at once."""
-        loop = self._loop
-        now = ex.started_at = loop.time()
+    def begin(self, ex: Exchange, head: RequestHead, peer_ip: str) -> None:
+        """Route `ex` and start it (now, or after the pick's delay); on no route answer at once."""
+        loop = ex.loop = self._loop
+        now = ex.started_at = ex.attempt_at = loop.time()
         ex.access = self.access
         try:
             pick = self.dispatcher.pick(
-                head.authority.decode("latin-1"), head.path.decode("latin-1")
+                head.authority.decode("latin-1"), head.path.decode("latin-1"), ex.headers, peer_ip
             )
         except NoRoute as exc:
             self.no_route += 1
-            ex.fail(exc.grpc_status, exc.http_status, exc.message)
+            ex.answer_no_route(exc)
             return
         except Exception as exc:
             _log.warning("dispatcher_failed", listener=self.name, error=repr(exc))
             ex.fail(_INTERNAL, 500, f"proxy routing failed: {exc!r}")
             return
         ex.cluster = pick.cluster
+        ex.pick = pick
         ex.done_cb = pick.done
+        ex.pool = self.pool
+        ex.attempts = 1
+        retry = pick.retry
+        if retry is not None:
+            ex.retry = retry
+            ex.replay_limit = retry.buffer_limit
         metrics = self.metrics
         if metrics is not None:
             stats = ex.stats = metrics.cluster(pick.cluster)
-            ex.loop = loop
             stats.requests.inc()
             stats.in_flight.inc()
         caller: float | None = None
@@ -82,7 +94,28 @@ class StreamStarter:
         if timeout is not None:
             ex.deadline = now + timeout
             ex.timer = loop.call_at(ex.deadline, _expire, ex)
-        self.pool.open(ex, pick.address)
+        if pick.delay > 0:
+            ex.wait = loop.call_at(now + pick.delay, _launch_delayed, ex)
+            return
+        ex.launch(now)
+
+
+def peer_ip_of(transport: Any) -> str:
+    """The caller's IP address as text ("" when the socket has none, e.g. a Unix socket)."""
+    peer = transport.get_extra_info("peername")
+    if isinstance(peer, tuple) and peer:
+        return str(peer[0])
+    return ""
+
+
+def _launch_delayed(ex: Exchange) -> None:
+    """A pick's delay is over: start the first attempt (the deadline kept running)."""
+    ex.wait = None
+    if ex.finished:
+        return
+    ex.attempt_at = now = ex.loop.time()  # type: ignore[union-attr]
+    ex.launch(now)
+    flush_dirty()
 
 
 def _expire(ex: Exchange) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import structlog
 
-from sidecar.transport.dispatch import StreamStarter
+from sidecar.transport.dispatch import StreamStarter, peer_ip_of
 from sidecar.transport.exchange import Exchange
 from sidecar.transport.flush import flush_dirty, mark_dirty, write_queued
 from sidecar.transport.frames import INTERNAL_ERROR, NO_ERROR, PROTOCOL_ERROR, REFUSED_STREAM
@@ -64,11 +64,13 @@ class H2Downstream(asyncio.Protocol):
         self.closed = False
         self.goaway_last = 0
         self.requests = 0
+        self.peer_ip = ""
 
     # -- asyncio.Protocol ------------------------------------------------------------
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
+        self.peer_ip = peer_ip_of(transport)
         mark_dirty(self)
 
     def data_received(self, data: bytes) -> None:
@@ -145,7 +147,7 @@ class H2Downstream(asyncio.Protocol):
             return
         ex = Exchange(self, sid, headers, head.is_grpc, bool(end), head.timeout_index)
         self.streams[sid] = ex
-        self.starter.begin(ex, head)
+        self.starter.begin(ex, head, self.peer_ip)
 
     def _window_opened(self, sid: int) -> None:
         if sid:
@@ -161,21 +163,21 @@ class H2Downstream(asyncio.Protocol):
 
     # The codec may have closed a stream under us within the same batch (for
     # example, it answered a protocol violation with RST_STREAM): such a send
-    # raises StreamGone, and the exchange is then over.
+    # raises StreamGone, and the exchange is then over (the caller's doing).
 
     def d_headers(self, ex: Exchange, headers: Sequence[Header], end: bool) -> None:
         mark_dirty(self)
         try:
             self.h2.send_headers(ex.down_sid, headers, end)
         except StreamGone:
-            ex.finish(False)
+            ex.finish(True)
 
     def d_data(self, ex: Exchange, data: bytes, end: bool) -> int:
         mark_dirty(self)
         try:
             return self.h2.send_data(ex.down_sid, data, end)
         except StreamGone:
-            ex.finish(False)
+            ex.finish(True)
             return len(data)
 
     def d_trailers(self, ex: Exchange, headers: Sequence[Header]) -> None:
@@ -183,7 +185,7 @@ class H2Downstream(asyncio.Protocol):
         try:
             self.h2.send_headers(ex.down_sid, headers, True)
         except StreamGone:
-            ex.finish(False)
+            ex.finish(True)
 
     def d_reset(self, ex: Exchange, code: int) -> None:
         self.d_reset_sid(ex.down_sid, code)
@@ -197,13 +199,21 @@ class H2Downstream(asyncio.Protocol):
         self.h2.ack(ex.down_sid, size)
         mark_dirty(self)
 
-    def d_error(self, ex: Exchange, grpc_status: int, http_status: int, message: str) -> None:
+    def d_error(
+        self,
+        ex: Exchange,
+        grpc_status: int,
+        http_status: int,
+        message: str,
+        extra: Sequence[Header],
+    ) -> None:
         mark_dirty(self)
         try:
             if ex.is_grpc:
-                self.h2.send_headers(ex.down_sid, grpc_error_headers(grpc_status, message), True)
+                headers = grpc_error_headers(grpc_status, message, extra)
+                self.h2.send_headers(ex.down_sid, headers, True)
             else:
-                headers, body = http_error_response(http_status, message)
+                headers, body = http_error_response(http_status, message, extra)
                 self.h2.send_headers(ex.down_sid, headers, False)
                 self.h2.send_data(ex.down_sid, body, True)
         except StreamGone:

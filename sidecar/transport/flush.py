@@ -76,16 +76,19 @@ class _Queued(Protocol):
     def data_to_send(self) -> bytes | bytearray: ...
 
 
-def write_queued(transport: asyncio.WriteTransport | None, codec: _Queued) -> None:
+def write_queued(transport: asyncio.WriteTransport | None, codec: _Queued) -> bool:
     """Write what an HTTP/2 codec queued, unless the socket is gone or closing.
 
-    The one body of `flush()` for both sides of the relay.
+    The one body of `flush()` for both sides of the relay; True when bytes
+    went to the socket.
     """
     if transport is None:
-        return
+        return False
     data = codec.data_to_send()
     if data and not transport.is_closing():
         transport.write(data)
+        return True
+    return False
 
 
 _dirty: list[Flushable] = []

@@ -26,6 +26,7 @@ __all__ = [
     "h1_request_to_h2",
     "h2_response_to_h1",
     "http_error_response",
+    "parse_pushback",
     "percent_encode_grpc_message",
     "response_error",
     "scan_request",
@@ -224,27 +225,39 @@ def percent_encode_grpc_message(message: str) -> bytes:
     return b"".join(bytes((b,)) if b in _UNRESERVED else b"%%%02X" % b for b in raw)
 
 
-def grpc_error_headers(status: int, message: str) -> list[Header]:
-    """A trailers-only gRPC response (one HEADERS frame with END_STREAM)."""
+def grpc_error_headers(status: int, message: str, extra: Sequence[Header] = ()) -> list[Header]:
+    """A trailers-only gRPC response (one HEADERS frame with END_STREAM), `extra` appended."""
     return [
         (b":status", b"200"),
         (b"content-type", _GRPC_CT),
         (b"grpc-status", b"%d" % status),
         (b"grpc-message", percent_encode_grpc_message(message)),
+        *extra,
     ]
 
 
-def http_error_response(status: int, message: str) -> tuple[list[Header], bytes]:
-    """Headers and body of a plain-text error answer for non-gRPC callers."""
+def http_error_response(
+    status: int, message: str, extra: Sequence[Header] = ()
+) -> tuple[list[Header], bytes]:
+    """Headers (`extra` appended) and body of a plain-text error answer for non-gRPC callers."""
     body = message.encode("utf-8") + b"\n"
     return (
         [
             (b":status", b"%d" % status),
             (b"content-type", b"text/plain; charset=utf-8"),
             (b"content-length", b"%d" % len(body)),
+            *extra,
         ],
         body,
     )
+
+
+def parse_pushback(value: bytes) -> float:
+    """Seconds from a `grpc-retry-pushback-ms` value; -1.0 when it is not a non-negative
+    decimal integer, which gRFC A6 reads as "do not retry"."""
+    if not value.isdigit() or len(value) > 12:
+        return -1.0
+    return int(value) / 1000.0
 
 
 def status_of(headers: Iterable[Header]) -> int:

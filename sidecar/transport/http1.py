@@ -21,7 +21,7 @@ from typing import Any
 
 import httptools
 
-from sidecar.transport.dispatch import StreamStarter
+from sidecar.transport.dispatch import StreamStarter, peer_ip_of
 from sidecar.transport.exchange import Exchange
 from sidecar.transport.flush import flush_dirty, mark_dirty
 from sidecar.transport.headers import (
@@ -62,11 +62,13 @@ class H1Downstream(asyncio.Protocol):
         self._fields: list[Header] = []
         self._current: Exchange | None = None
         self._sid = 0
+        self.peer_ip = ""
 
     # -- asyncio.Protocol ------------------------------------------------------------
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
+        self.peer_ip = peer_ip_of(transport)
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -151,7 +153,7 @@ class H1Downstream(asyncio.Protocol):
         self.active = ex
         self.keep_alive = keep_alive and not self.draining
         self.body_allowed = ex.headers[0][1] != b"HEAD"
-        self.starter.begin(ex, scan_request(ex.headers, validate=False))
+        self.starter.begin(ex, scan_request(ex.headers, validate=False), self.peer_ip)
 
     # -- Exchange's Downstream interface --------------------------------------------
 
@@ -194,8 +196,15 @@ class H1Downstream(asyncio.Protocol):
             if self.transport is not None:
                 self.transport.resume_reading()
 
-    def d_error(self, ex: Exchange, grpc_status: int, http_status: int, message: str) -> None:
-        headers, body = http_error_response(http_status, message)
+    def d_error(
+        self,
+        ex: Exchange,
+        grpc_status: int,
+        http_status: int,
+        message: str,
+        extra: Sequence[Header],
+    ) -> None:
+        headers, body = http_error_response(http_status, message, extra)
         self.d_headers(ex, headers, False)
         self.d_data(ex, body, True)
 

@@ -5,10 +5,16 @@ Invariants:
   connection to the address is at the peer's MAX_CONCURRENT_STREAMS or going
   away (GOAWAY received), never per request;
 - a GOAWAY stops new streams on that connection; streams up to its
-  last-stream-id finish, later ones are reset REFUSED_STREAM downstream so the
-  caller may retry them (the peer never processed them);
-- a connect failure or lost connection answers every stream it carried with
-  UNAVAILABLE naming the address and the cause.
+  last-stream-id finish, later ones are refused (`Exchange.up_refused`: the
+  peer never processed them, so they are retried, or reset REFUSED_STREAM
+  downstream); calls still waiting for a stream slot move to another connection;
+- a connect failure or lost connection hands every call it carried to
+  `Exchange.up_failed` with the failure kind (FAIL_CONNECT, FAIL_RESET); a
+  stream whose HEADERS were never written (opened since the last write,
+  `writes`) goes to `Exchange.up_unsent` instead: it can not have had effects;
+- with PoolLimits, `connections` counts this pool's open connections of the
+  cluster (each released once, when it closes) and `pending` the calls in a
+  `waiting` list; a call that would exceed either fails fast, naming the limit.
 """
 
 from __future__ import annotations
@@ -20,9 +26,10 @@ from typing import Any
 
 import structlog
 
-from sidecar.transport.exchange import Exchange
+from sidecar.transport.contract import FAIL_CONNECT, FAIL_RESET, Pick, PoolLimits
+from sidecar.transport.exchange import UNAVAILABLE, Exchange
 from sidecar.transport.flush import flush_dirty, mark_dirty_turn, write_queued
-from sidecar.transport.frames import CANCEL, PROTOCOL_ERROR, REFUSED_STREAM
+from sidecar.transport.frames import CANCEL, PROTOCOL_ERROR
 from sidecar.transport.h2conn import (
     EV_DATA,
     EV_DATA_END,
@@ -56,9 +63,14 @@ class UpstreamConnection(asyncio.Protocol):
     """One h2c client connection; carries many exchanges."""
 
     def __init__(
-        self, pool: UpstreamPool, address: tuple[str, int], loop: asyncio.AbstractEventLoop
+        self,
+        pool: UpstreamPool,
+        address: tuple[str, int],
+        loop: asyncio.AbstractEventLoop,
+        limits: PoolLimits | None = None,
     ) -> None:
         self.pool = pool
+        self.limits = limits  # counted in limits.connections until released
         self.loop = loop  # held: asyncio.get_running_loop() costs a getpid() per call
         self.address = address
         self.label = f"{address[0]}:{address[1]}"
@@ -70,7 +82,10 @@ class UpstreamConnection(asyncio.Protocol):
         self.going_away = False
         self.closed = False
         self.max_streams = _ASSUMED_MAX_STREAMS
+        self.writes = 0  # socket writes so far: a stream opened at the current count is unsent
         self.handshake: asyncio.TimerHandle | None = None  # until the peer's SETTINGS
+        if limits is not None:
+            limits.connections += 1
 
     # -- pool side -------------------------------------------------------------------
 
@@ -84,25 +99,61 @@ class UpstreamConnection(asyncio.Protocol):
         )
 
     def open(self, ex: Exchange) -> None:
-        """Carry `ex`: start its stream now, or once connected."""
+        """Carry `ex`: start its stream now, or once connected or a stream slot frees."""
         ex.up = self
-        if self.transport is None:
-            self.waiting.append(ex)
+        if self.transport is None or self.waiting or len(self.streams) >= self.max_streams:
+            self._queue(ex)
         else:
             self._start(ex)
 
+    def _queue(self, ex: Exchange) -> None:
+        """Make `ex` wait for the connection or a stream slot, unless max_pending says no."""
+        limits = ex.pick.limits if ex.pick is not None else None
+        if limits is not None:
+            if limits.pending >= limits.max_pending:
+                limits.overflows += 1
+                ex.up = None
+                ex.fail(
+                    UNAVAILABLE,
+                    503,
+                    f"circuit breaker for '{limits.cluster}': max_pending_requests "
+                    f"({limits.max_pending}) reached",
+                    ok=True,
+                )
+                return
+            limits.pending += 1
+        self.waiting.append(ex)
+
+    def _take_waiting(self) -> list[Exchange]:
+        """Empty the waiting list (they are no longer pending)."""
+        waiting, self.waiting = self.waiting, []
+        for ex in waiting:
+            limits = ex.pick.limits if ex.pick is not None else None
+            if limits is not None:
+                limits.pending -= 1
+        return waiting
+
+    def _admit(self) -> None:
+        """Start waiting streams while the connection has slots for them."""
+        waiting = self.waiting
+        while waiting and len(self.streams) < self.max_streams:
+            ex = waiting.pop(0)
+            limits = ex.pick.limits if ex.pick is not None else None
+            if limits is not None:
+                limits.pending -= 1
+            if not ex.finished:
+                self._start(ex)
+
     def _start(self, ex: Exchange) -> None:
         h2 = self.h2
-        if len(self.streams) >= self.max_streams:
-            self.waiting.append(ex)
-            return
-        headers = ex.request_headers(self.loop.time() if ex.deadline else 0.0)
+        headers = ex.request_headers(self.loop.time() if ex.deadline or ex.try_deadline else 0.0)
         end = ex.req_end and ex.req_buf is None and ex.req_trailers is None
         sid = h2.open_stream(headers, end)
         if h2.next_local >= MAX_STREAM_ID:  # ids used up: retire once the streams finish
             self.going_away = True
             self.pool._forget(self)
         self.streams[sid] = ex
+        ex.up_mark = self.writes
         mark_dirty_turn(self, self.loop)
         ex.started(self, sid)
 
@@ -114,7 +165,7 @@ class UpstreamConnection(asyncio.Protocol):
                 await loop.create_connection(lambda: self, host, port)
         except (OSError, TimeoutError) as exc:
             reason = str(exc) or type(exc).__name__
-            self._fail_all(f"upstream {self.label}: connect failed: {reason}")
+            self._fail_all(f"upstream {self.label}: connect failed: {reason}", FAIL_CONNECT)
             flush_dirty()
 
     # -- Exchange's Upstream interface ---------------------------------------------
@@ -138,8 +189,11 @@ class UpstreamConnection(asyncio.Protocol):
     def u_done(self, ex: Exchange) -> None:
         sid = ex.up_sid
         if not sid:
-            with contextlib.suppress(ValueError):
+            if ex in self.waiting:
                 self.waiting.remove(ex)
+                limits = ex.pick.limits if ex.pick is not None else None
+                if limits is not None:
+                    limits.pending -= 1
             return
         if self.streams.pop(sid, None) is None or self.closed:
             return
@@ -147,7 +201,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.h2.reset(sid, CANCEL)
             mark_dirty_turn(self, self.loop)
         if self.waiting and self.transport is not None:
-            self._start(self.waiting.pop(0))
+            self._admit()
         if self.going_away and not self.streams:
             self.close()
 
@@ -160,10 +214,7 @@ class UpstreamConnection(asyncio.Protocol):
             return
         self.handshake = self.loop.call_later(self.pool.handshake_timeout, self._handshake_expired)
         mark_dirty_turn(self, self.loop)
-        waiting, self.waiting = self.waiting, []
-        for ex in waiting:
-            if not ex.finished:
-                self._start(ex)
+        self._admit()
         flush_dirty()
 
     def data_received(self, data: bytes) -> None:
@@ -171,7 +222,7 @@ class UpstreamConnection(asyncio.Protocol):
             events = self.h2.receive_data(data)
         except ConnectionFailed as exc:
             self.flush()
-            self._fail_all(f"upstream {self.label}: protocol error: {exc}")
+            self._fail_all(f"upstream {self.label}: protocol error: {exc}", FAIL_RESET, exc.code)
             self.close()
             flush_dirty()
             return
@@ -179,7 +230,7 @@ class UpstreamConnection(asyncio.Protocol):
             self._handle(events)
         except Exception as exc:  # a bug must cost this connection, never the process
             _log.warning("upstream_connection_failed", upstream=self.label, error=repr(exc))
-            self._fail_all(f"upstream {self.label}: proxy error: {exc!r}")
+            self._fail_all(f"upstream {self.label}: proxy error: {exc!r}", 0)
             self.close()
         flush_dirty()
 
@@ -229,16 +280,15 @@ class UpstreamConnection(asyncio.Protocol):
         if self.handshake is not None:
             self.handshake.cancel()
             self.handshake = None
-        self.closed = True
-        self.pool._forget(self)
         reason = str(exc) if exc else "closed by peer"
-        self._fail_all(f"upstream {self.label}: connection lost: {reason}")
+        self._fail_all(f"upstream {self.label}: connection lost: {reason}", FAIL_RESET)
         flush_dirty()
 
     # -- internals -------------------------------------------------------------------
 
     def flush(self) -> None:
-        write_queued(self.transport, self.h2)
+        if write_queued(self.transport, self.h2):
+            self.writes += 1
 
     def _window_opened(self, sid: int) -> None:
         if sid:
@@ -254,11 +304,15 @@ class UpstreamConnection(asyncio.Protocol):
         limit = self.h2.peer_max_streams
         self.max_streams = limit if limit < 1 << 20 else 1 << 20
         self._window_opened(0)
+        if self.waiting and not self.going_away:
+            self._admit()
 
     def _malformed(self, sid: int, ex: Exchange, error: str) -> None:
         """RFC 9113 8.1.1: a malformed response is a stream error; it is never relayed."""
         self.h2.reset(sid, PROTOCOL_ERROR)
-        ex.up_failed(f"upstream {self.label}: malformed response: {error}")
+        ex.up_failed(
+            f"upstream {self.label}: malformed response: {error}", FAIL_RESET, PROTOCOL_ERROR
+        )
 
     def _handshake_expired(self) -> None:
         self.handshake = None
@@ -267,7 +321,8 @@ class UpstreamConnection(asyncio.Protocol):
         timeout = self.pool.handshake_timeout
         self._fail_all(
             f"upstream {self.label}: no SETTINGS within {timeout:g} s of connecting "
-            "(not an HTTP/2 server, or not answering)"
+            "(not an HTTP/2 server, or not answering)",
+            FAIL_CONNECT,
         )
         self.close()
         flush_dirty()
@@ -278,24 +333,52 @@ class UpstreamConnection(asyncio.Protocol):
         for sid, ex in list(self.streams.items()):
             if sid > last_stream_id:
                 self.streams.pop(sid, None)
-                ex.up_reset(REFUSED_STREAM)
+                ex.up_refused()
+        self._move_waiting()
         if not self.streams:
             self.close()
 
-    def _fail_all(self, message: str) -> None:
+    def _move_waiting(self) -> None:
+        """Calls waiting for a slot here never reached the peer: put them elsewhere."""
+        for ex in self._take_waiting():
+            ex.up = None
+            if not ex.finished:
+                self.pool.open(ex)
+
+    def _fail_all(self, message: str, failure: int, code: int = 0) -> None:
+        """The connection is over: hand every call it carried to its exchange.
+
+        `failure` is the FAIL_* kind for the streams (0: never retry them).
+        """
         self.closed = True
+        self._release()
+        streams, self.streams = self.streams, {}
         self.pool._forget(self)
-        exchanges = [*self.waiting, *self.streams.values()]
-        self.waiting = []
-        self.streams = {}
-        for ex in exchanges:
-            ex.up_failed(message)
+        if failure == FAIL_RESET and self.transport is not None:
+            self._move_waiting()  # connected, lost: the waiting ones were never sent
+        else:
+            for ex in self._take_waiting():
+                ex.up_failed(message, failure, code)
+        writes = self.writes
+        for ex in streams.values():
+            if failure == FAIL_RESET and ex.up_mark == writes:
+                ex.up_unsent(message)
+            else:
+                ex.up_failed(message, failure, code)
+
+    def _release(self) -> None:
+        """Stop counting this connection against its cluster's max_connections (once)."""
+        limits = self.limits
+        if limits is not None:
+            self.limits = None
+            limits.connections -= 1
 
     def close(self) -> None:
         if self.handshake is not None:
             self.handshake.cancel()
             self.handshake = None
         self.closed = True
+        self._release()
         self.pool._forget(self)
         transport = self.transport
         if transport is not None and not transport.is_closing():
@@ -328,19 +411,43 @@ class UpstreamPool:
         self._by_address: dict[tuple[str, int], list[UpstreamConnection]] = {}
         self._all: set[UpstreamConnection] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self.closed = False
 
-    def open(self, ex: Exchange, address: tuple[str, int]) -> None:
-        """Put `ex` on a connection to `address` with room for one more stream."""
+    def open(self, ex: Exchange) -> None:
+        """Put `ex` on a connection to `ex.pick.address` with room for one more stream.
+
+        With PoolLimits, a new connection beyond max_connections is not opened:
+        the call waits on an existing one to that address, or fails fast.
+        """
+        pick: Pick = ex.pick  # type: ignore[assignment]
+        if self.closed:  # a retry scheduled before the pool closed
+            ex.fail(UNAVAILABLE, 503, "upstream connection pool closed (the sidecar is stopping)")
+            return
+        address = pick.address
         conns = self._by_address.get(address)
         if conns:
             for conn in reversed(conns):
                 if conn.has_capacity():
                     conn.open(ex)
                     return
-        else:
+        limits = pick.limits
+        if limits is not None and limits.connections >= limits.max_connections:
+            if conns:
+                conns[-1].open(ex)  # over its stream limit: waits (a pending call)
+                return
+            limits.overflows += 1
+            ex.fail(
+                UNAVAILABLE,
+                503,
+                f"circuit breaker for '{limits.cluster}': max_connections "
+                f"({limits.max_connections}) reached",
+                ok=True,
+            )
+            return
+        if conns is None:
             conns = self._by_address[address] = []
         loop = asyncio.get_running_loop()
-        conn = UpstreamConnection(self, address, loop)
+        conn = UpstreamConnection(self, address, loop, limits)
         conns.append(conn)
         self._all.add(conn)
         conn.open(ex)
@@ -367,10 +474,11 @@ class UpstreamPool:
 
     async def close(self) -> None:
         """Close every connection now (streams still open are answered UNAVAILABLE)."""
+        self.closed = True
         for task in list(self._tasks):
             task.cancel()
         for conn in list(self._all):
-            conn._fail_all(f"upstream {conn.label}: connection pool closed")
+            conn._fail_all(f"upstream {conn.label}: connection pool closed", 0)
             conn.close()
         flush_dirty()
         self._all.clear()

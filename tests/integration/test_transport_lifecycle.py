@@ -96,7 +96,7 @@ def test_listener_close_cancels_what_outlives_the_grace() -> None:
                 await pool.close()
 
         run(scenario)
-        assert dispatcher.done == [False]
+        assert dispatcher.done == [True]  # cut short by our shutdown, not the endpoint
 
 
 class ResettingUpstream(asyncio.Protocol):

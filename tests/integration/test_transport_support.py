@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import Any
 
 import grpc
 import uvloop
 
-from sidecar.transport.contract import NoRoute, Pick
+from sidecar.transport.contract import NoRoute, Pick, PoolLimits, Retrier
 
 SERVICE = "test.Echo"
 DETAILS = b"\x08\x09\x00\xffdetails"  # an opaque grpc-status-details-bin value
@@ -28,22 +28,44 @@ def run(scenario: Callable[[], Coroutine[Any, Any, None]], timeout: float = 30.0
 
 
 class StaticDispatcher:
-    """Sends every stream to one address; records `done(ok)` calls."""
+    """Sends every stream to one address; records `done(ok, ...)` calls and what it saw."""
 
     def __init__(
-        self, address: tuple[str, int] | None, timeout: float | None = None, cluster: str = "echo"
+        self,
+        address: tuple[str, int] | None,
+        timeout: float | None = None,
+        cluster: str = "echo",
+        *,
+        retry: Retrier | None = None,
+        delay: float = 0.0,
+        limits: PoolLimits | None = None,
     ) -> None:
         self.address = address
         self.timeout = timeout
         self.cluster = cluster
         self.done: list[bool] = []
         self.seen: list[tuple[str, str]] = []
+        self.headers: list[Sequence[tuple[bytes, bytes]]] = []
+        self.peers: list[str] = []
+        self.pick_ = (
+            None
+            if address is None
+            else Pick(cluster, address, timeout, self.record, retry, delay, limits)
+        )
 
-    def pick(self, authority: str, path: str) -> Pick:
+    def record(self, ok: bool, now: float, elapsed: float) -> None:
+        assert elapsed >= 0.0 and now > 0.0
+        self.done.append(ok)
+
+    def pick(
+        self, authority: str, path: str, headers: Sequence[tuple[bytes, bytes]], peer_ip: str
+    ) -> Pick:
         self.seen.append((authority, path))
-        if self.address is None:
+        self.headers.append(headers)
+        self.peers.append(peer_ip)
+        if self.pick_ is None:
             raise NoRoute("no endpoints for service echo (test)")
-        return Pick(self.cluster, self.address, self.timeout, self.done.append)
+        return self.pick_
 
 
 class EchoApp:
