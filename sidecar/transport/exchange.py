@@ -479,7 +479,8 @@ class Exchange:
         self.timer = None
         if self.finished:
             return
-        self.fail(DEADLINE_EXCEEDED, 504, "deadline exceeded in proxy")
+        # With no attempt in flight (a start delay) the endpoint is not at fault.
+        self.fail(DEADLINE_EXCEEDED, 504, "deadline exceeded in proxy", ok=self.up is None)
 
     def answer_no_route(self, exc: NoRoute) -> None:
         """The mesh answers itself (no route, rate limited): status, message, retry-after."""

@@ -231,8 +231,8 @@ def _restart(ex: Exchange, pick: Pick, counted: bool) -> None:
     if replay is not None:
         data = replay if isinstance(replay, bytes) else b"".join(replay)
         buf = ex.req_buf
-        if buf:
-            buf[0:0] = data
+        if buf:  # its first req_skip bytes are the part of the copy not yet re-sent
+            buf[: ex.req_skip] = data
         else:
             ex.req_buf = bytearray(data)
         ex.req_skip = ex.replay_size

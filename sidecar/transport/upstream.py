@@ -277,11 +277,14 @@ class UpstreamConnection(asyncio.Protocol):
         mark_dirty_turn(self, self.loop)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        # Lost before the peer's SETTINGS: HTTP/2 never came up (a connect failure).
+        failure = FAIL_RESET
         if self.handshake is not None:
             self.handshake.cancel()
             self.handshake = None
+            failure = FAIL_CONNECT
         reason = str(exc) if exc else "closed by peer"
-        self._fail_all(f"upstream {self.label}: connection lost: {reason}", FAIL_RESET)
+        self._fail_all(f"upstream {self.label}: connection lost: {reason}", failure)
         flush_dirty()
 
     # -- internals -------------------------------------------------------------------

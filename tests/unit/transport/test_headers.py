@@ -15,6 +15,7 @@ from sidecar.transport.headers import (
     h1_request_to_h2,
     h2_response_to_h1,
     http_error_response,
+    parse_pushback,
     percent_encode_grpc_message,
     scan_request,
     status_of,
@@ -61,6 +62,35 @@ def test_grpc_error_headers_are_trailers_only() -> None:
 def test_http_error_response() -> None:
     headers, body = http_error_response(503, "down")
     assert dict(headers)[b"content-length"] == b"5" and body == b"down\n"
+
+
+def test_synthetic_answers_carry_extra_fields_last() -> None:
+    extra = [(b"retry-after", b"2")]
+    assert grpc_error_headers(8, "slow down", extra)[-1] == (b"retry-after", b"2")
+    headers, _ = http_error_response(429, "slow down", extra)
+    assert headers[0] == (b":status", b"429") and headers[-1] == (b"retry-after", b"2")
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        (b"0", 0.0),
+        (b"300", 0.3),
+        (b"1500", 1.5),
+        (b"-1", -1.0),
+        (b"-300", -1.0),
+        (b"", -1.0),
+        (b"1.5", -1.0),
+        (b" 300", -1.0),
+        (b"+300", -1.0),
+        (b"3e2", -1.0),
+        (b"\xd9\xa3", -1.0),  # a non-ASCII digit
+        (b"9" * 40, -1.0),  # absurdly long
+    ],
+)
+def test_pushback_is_milliseconds_or_do_not_retry(value: bytes, seconds: float) -> None:
+    """gRFC A6: a non-negative integer is the delay; anything else means "do not retry"."""
+    assert parse_pushback(value) == seconds
 
 
 def test_status_helpers() -> None:
