@@ -2,8 +2,9 @@
 
 A sidecar gets only what it calls (istio#7912: memory must not grow with the
 mesh): one cluster per name in node.upstreams, sorted, each with the Service,
-the TrafficPolicy targeting it and its endpoints that are not UNHEALTHY
-(sorted by instance), plus the policy for its own service as local_policy.
+the TrafficPolicy targeting it and all its endpoints (sorted by instance;
+unhealthy ones too, marked, so callers can show why they skip them), plus
+the policy for its own service as local_policy.
 Stored resources pass through unvalidated: validation is the sidecar's
 (and Apply's) job, so a bad value in etcd is NACKed, not silently dropped.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from control.mirror import Mirror
-from skein.v1 import discovery_pb2, resources_pb2
+from skein.v1 import discovery_pb2
 
 __all__ = ["node_key", "translate"]
 
@@ -40,9 +41,7 @@ def translate(mirror: Mirror, key: NodeKey) -> discovery_pb2.Snapshot:
         instances = mirror.endpoints.get(name)
         if instances:
             for instance in sorted(instances):
-                ep = instances[instance]
-                if ep.spec.health != resources_pb2.UNHEALTHY:
-                    cluster.endpoints.append(ep)
+                cluster.endpoints.append(instances[instance])
     local = mirror.policy_for(service) if service else None
     if local is not None:
         snap.local_policy.CopyFrom(local)

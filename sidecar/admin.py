@@ -41,6 +41,8 @@ class SidecarAdmin:
         metrics: Registry,
         listeners: Callable[[], Mapping[str, _Listener]],
         cache_path: str,
+        collect: Callable[[], None] | None = None,
+        health: Callable[[], Mapping[str, Any]] | None = None,
     ) -> None:
         self.service = service
         self.instance = instance
@@ -50,6 +52,8 @@ class SidecarAdmin:
         self.metrics = metrics
         self.listeners = listeners
         self.cache_path = cache_path
+        self.collect = collect  # refreshes metrics kept as plain counters
+        self.health = health  # the local app's active health checks
         self.draining = False
 
     def server(self) -> AdminServer:
@@ -90,6 +94,8 @@ class SidecarAdmin:
             "source": current.source if current else None,
             "applied_at": current.applied_at if current else None,
             "local_timeout": current.config.local_timeout if current else None,
+            "local_policy": self.holder.local.dump(),
+            "health_check": self.health() if self.health is not None else None,
             "clusters": current.dump_clusters() if current else {},
             "last_nack": self.discovery.status.last_nack,
             "control": status,
@@ -113,4 +119,6 @@ class SidecarAdmin:
         )
 
     def render_metrics(self, _params: dict[str, str]) -> Response:
+        if self.collect is not None:
+            self.collect()
         return Response(200, self.metrics.render().encode(), "text/plain; version=0.0.4")

@@ -35,6 +35,8 @@ from sidecar.dispatch import (
     InboundDispatcher,
     UpstreamDispatcher,
 )
+from sidecar.health import AdminHealthService, HealthChecker
+from sidecar.policymetrics import PolicyMetrics
 from sidecar.registration import Registration
 from sidecar.transport import Dispatcher, Listener, UpstreamPool, start_listener
 from skein.addr import HostPort, format_hostport, parse_hostport, parse_hostport_list
@@ -50,6 +52,7 @@ __all__ = ["add_arguments", "main"]
 log = get_logger("sidecar")
 
 DRAIN_GRACE = 5.0
+POLICY_TICK = 0.5  # seconds between ejection-expiry / success-rate checks
 
 
 # ---- flags ---------------------------------------------------------------------------------
@@ -280,12 +283,14 @@ async def _listen(
 
 async def serve(args: argparse.Namespace) -> int:
     metrics = Registry()
-    holder = ConfigHolder()
+    holder = ConfigHolder(now=asyncio.get_running_loop().time)
+    policy_metrics = PolicyMetrics(metrics)
     pool = UpstreamPool(metrics=metrics)
     listeners: dict[str, Listener] = {}
     tasks: list[asyncio.Task[None]] = []
     admin_server = None
     registration: Registration | None = None
+    checker: HealthChecker | None = None
     channels = ControlChannels()  # one connection per control replica, shared
     try:
         listeners["inbound"] = await _listen(
@@ -336,6 +341,8 @@ async def serve(args: argparse.Namespace) -> int:
             weight=args.weight,
             metrics=metrics,
         )
+        checker = HealthChecker(args.app, metrics, registration.set_health)
+        holder.on_apply(lambda applied: checker.configure(applied.config.local.health_check))
         admin = SidecarAdmin(
             service=args.service,
             instance=instance,
@@ -345,8 +352,13 @@ async def serve(args: argparse.Namespace) -> int:
             metrics=metrics,
             listeners=lambda: listeners,
             cache_path=cache.path,
+            collect=lambda: policy_metrics.collect(holder.current, holder.local, args.service),
+            health=checker.dump,
         )
         admin_server = admin.server()
+        admin_server.h2c = AdminHealthService(
+            args.service, lambda: holder.current is not None and not admin.draining
+        ).serve_connection
         try:
             await admin_server.start(*args.admin)
         except OSError as err:
@@ -361,6 +373,8 @@ async def serve(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
         tasks.append(asyncio.create_task(discovery.run(), name="discovery"))
         tasks.append(asyncio.create_task(registration.run(), name="registration"))
+        tasks.append(asyncio.create_task(_tick(holder), name="policy-tick"))
+        tasks.append(asyncio.create_task(checker.run(), name="health-checks"))
         log.info(
             "sidecar started",
             service=args.service,
@@ -381,12 +395,24 @@ async def serve(args: argparse.Namespace) -> int:
         await asyncio.gather(
             *(lst.close(DRAIN_GRACE) for lst in listeners.values()), return_exceptions=True
         )
+        if checker is not None:
+            await checker.close()
         await pool.close()
         await channels.close()
         if admin_server is not None:
             await admin_server.stop()
     log.info("sidecar stopped")
     return 0
+
+
+async def _tick(holder: ConfigHolder) -> None:
+    """Let time pass for the policies: ejections expire, success rates are swept."""
+    while True:
+        await asyncio.sleep(POLICY_TICK)
+        try:
+            holder.tick()
+        except Exception as exc:  # a policy bug must not stop ejections from expiring
+            log.error("policy_tick_failed", error=repr(exc))
 
 
 def main(args: argparse.Namespace) -> int:

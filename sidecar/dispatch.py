@@ -3,112 +3,115 @@
 Invariants:
 - `ConfigHolder.current` is replaced whole (one attribute store) by `apply`;
   a dispatcher reads it once per pick, so a pick never sees half a config.
-- a pick does no awaiting and, on success, allocates nothing: every endpoint
-  slot carries its prebuilt `Pick` (cluster, address, timeout, done).
-- a cluster whose config did not change keeps its balancer object (an
-  unchanged update is a no-op, as in Envoy); one that changed gets a new
-  balancer that keeps the in-flight counts of endpoints that stay.
+- each subscribed service has one UpstreamCluster for as long as it stays in
+  the config; `apply` reconfigures it in place, so breaker, budget, buckets,
+  ejections and in-flight counts survive endpoint and policy pushes (an
+  unchanged cluster is a no-op, as in Envoy).
 - NoRoute always names the service and why: not configured yet, unknown
-  service, none discovered, none healthy.
+  service, none discovered, none healthy, all ejected, breaker open, limit
+  reached, rate-limited.
 """
 
 from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from sidecar.policy.balancer import Balancer, make_balancer
+from sidecar.cluster import LocalPolicy, UpstreamCluster
 from sidecar.policy.routing import AuthorityRouter
 from sidecar.transport.contract import NoRoute, Pick
-from skein.config.model import ClusterConfig, SidecarConfig
+from skein.config.model import LocalConfig, SidecarConfig
 
 __all__ = [
     "AppliedConfig",
     "AuthorityDispatcher",
     "ConfigHolder",
     "InboundDispatcher",
+    "LocalRetries",
     "UpstreamDispatcher",
 ]
 
 LOCAL_CLUSTER = "local"
+Header = tuple[bytes, bytes]
+# Request bytes the inbound side keeps so a call that never reached the app
+# (its pooled connection closed while idle) can be sent again.
+_LOCAL_REPLAY_BYTES = 65536
 
 
 class AppliedConfig:
-    """One applied SidecarConfig with the balancers built for it (read-only once built)."""
+    """One applied SidecarConfig with the clusters that serve it (read-only once built)."""
 
-    __slots__ = ("applied_at", "balancers", "config", "router", "source")
+    __slots__ = ("applied_at", "clusters", "config", "router", "source")
 
     def __init__(
-        self, config: SidecarConfig, source: str, balancers: dict[str, Balancer], applied_at: float
+        self,
+        config: SidecarConfig,
+        source: str,
+        clusters: dict[str, UpstreamCluster],
+        applied_at: float,
     ) -> None:
         self.config = config
         self.source = source
-        self.balancers = balancers
+        self.clusters = clusters
         self.router = AuthorityRouter(frozenset(config.clusters))
         self.applied_at = applied_at
 
-    def pick_cluster(self, name: str) -> Pick:
-        balancer = self.balancers.get(name)
-        if balancer is None:
+    def pick_cluster(self, name: str, path: str, headers: Sequence[Header], peer_ip: str) -> Pick:
+        cluster = self.clusters.get(name)
+        if cluster is None:
             raise NoRoute(
                 f"no endpoints for service '{name}': unknown service (not in this sidecar's "
                 f"configuration; subscribe to it with --upstream {name}=HOST:PORT or "
                 f"--subscribe {name})"
             )
-        slot = balancer.acquire()
-        if slot is None:
-            total = len(balancer)
-            if total == 0:
-                why = "none discovered (no instance is registered)"
-            else:
-                why = f"none healthy ({total} registered, all unhealthy)"
-            raise NoRoute(f"no endpoints for service '{name}': {why}")
-        route: Pick = slot.route
-        return route
+        return cluster.pick(path, headers, peer_ip)
 
     def dump_clusters(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for name, cluster in sorted(self.config.clusters.items()):
-            balancer = self.balancers[name]
-            out[name] = {
-                "protocol": cluster.protocol.value,
-                "timeout": cluster.timeout,
-                "healthy_endpoints": balancer.healthy_count,
-                **balancer.dump(),
-            }
-        return out
+        return {name: cluster.dump() for name, cluster in sorted(self.clusters.items())}
 
 
 class ConfigHolder:
     """The config every dispatcher reads; the discovery client swaps it atomically."""
 
-    def __init__(self, rng: random.Random | None = None) -> None:
+    def __init__(
+        self, rng: random.Random | None = None, now: Callable[[], float] | None = None
+    ) -> None:
         self.current: AppliedConfig | None = None
         self._rng = rng if rng is not None else random.Random()
+        self._now = now if now is not None else time.monotonic
+        self.local = LocalPolicy(self._now)
+        self._listeners: list[Callable[[AppliedConfig], None]] = []
+
+    def on_apply(self, callback: Callable[[AppliedConfig], None]) -> None:
+        """Call `callback` after every apply (health checker, metrics)."""
+        self._listeners.append(callback)
 
     def apply(self, config: SidecarConfig, source: str) -> AppliedConfig:
-        """Build balancers for `config` and make it current; never raises for valid config."""
-        old = self.current
-        old_balancers = old.balancers if old is not None else {}
-        old_clusters = old.config.clusters if old is not None else {}
-        balancers: dict[str, Balancer] = {}
-        for name, cluster in config.clusters.items():
-            previous = old_balancers.get(name)
-            if previous is not None and old_clusters.get(name) == cluster:
-                balancers[name] = previous
-                continue
-            balancer = make_balancer(cluster.algorithm, cluster.endpoints, self._rng, previous)
-            _attach_routes(balancer, cluster)
-            balancers[name] = balancer
-        applied = AppliedConfig(config, source, balancers, time.time())
+        """Reconfigure clusters for `config` and make it current; never raises for valid config."""
+        old = self.current.clusters if self.current is not None else {}
+        clusters: dict[str, UpstreamCluster] = {}
+        for name, cluster_config in config.clusters.items():
+            cluster = old.get(name)
+            if cluster is None:
+                cluster = UpstreamCluster(cluster_config, now=self._now, rng=self._rng)
+            else:
+                cluster.reconfigure(cluster_config)
+            clusters[name] = cluster
+        self.local.reconfigure(config.local.rate_limits, config.local.methods)
+        applied = AppliedConfig(config, source, clusters, time.time())
         self.current = applied
+        for callback in self._listeners:
+            callback(applied)
         return applied
 
-
-def _attach_routes(balancer: Balancer, cluster: ClusterConfig) -> None:
-    for slot in balancer.slots:
-        slot.route = Pick(cluster.name, slot.endpoint.address, cluster.timeout, slot.done)
+    def tick(self) -> None:
+        """Periodic policy work (ejection expiry, success-rate sweeps, breaker logs)."""
+        current = self.current
+        if current is not None:
+            for cluster in current.clusters.values():
+                cluster.tick()
 
 
 def _service_of(authority: str) -> str:
@@ -122,25 +125,62 @@ def _not_configured(service: str) -> NoRoute:
     )
 
 
-class InboundDispatcher:
-    """Inbound streams all go to the local app, with the own service's policy timeout."""
+class LocalRetries:
+    """The local app's Retrier: no policy retries (the caller's sidecar owns those),
+    only the transport's transparent retry of a call that never reached the app."""
 
-    __slots__ = ("_app", "_holder", "_last", "_pick")
+    __slots__ = ("buffer_limit", "max_attempts", "per_try_timeout")
+
+    def __init__(self) -> None:
+        self.max_attempts = 1
+        self.per_try_timeout: float | None = None
+        self.buffer_limit = _LOCAL_REPLAY_BYTES
+
+    def decide(self, attempts: int, failure: int, code: int, pushback: float | None) -> float | str:
+        return "retries toward the local app are left to the calling sidecar"
+
+    def repick(self, previous: Pick) -> Pick:
+        return previous
+
+    def retry_done(self) -> None:
+        return None
+
+
+class InboundDispatcher:
+    """Inbound streams all go to the local app, under the own service's inbound policy."""
+
+    __slots__ = ("_app", "_holder", "_last", "_picks", "_retries")
 
     def __init__(self, holder: ConfigHolder, app: tuple[str, int]) -> None:
         self._holder = holder
         self._app = app
         self._last: AppliedConfig | None = None
-        self._pick = Pick(LOCAL_CLUSTER, app, None, None)
+        self._retries = LocalRetries()
+        self._picks: tuple[Pick, ...] = (self._local_pick(None),)
 
-    def pick(self, authority: str, path: str) -> Pick:
-        applied = self._holder.current
+    def _local_pick(self, timeout: float | None) -> Pick:
+        return Pick(LOCAL_CLUSTER, self._app, timeout, None, self._retries)
+
+    def _rebuild(self, local: LocalConfig) -> None:
+        picks = [self._local_pick(local.timeout)]
+        for method in local.methods:
+            timeout = method.timeout if method.timeout is not None else local.timeout
+            picks.append(self._local_pick(timeout))
+        self._picks = tuple(picks)
+
+    def pick(self, authority: str, path: str, headers: Sequence[Header], peer_ip: str) -> Pick:
+        holder = self._holder
+        applied = holder.current
         if applied is not self._last:
             self._last = applied
-            timeout = applied.config.local_timeout if applied is not None else None
-            if timeout != self._pick.timeout:
-                self._pick = Pick(LOCAL_CLUSTER, self._app, timeout, None)
-        return self._pick
+            self._rebuild(applied.config.local if applied is not None else LocalConfig())
+        local = holder.local
+        delay = local.admit(path, headers, peer_ip)
+        methods = local.methods
+        pick = self._picks[methods.route_of(path) if methods else 0]
+        if delay > 0:
+            pick = Pick(pick.cluster, pick.address, pick.timeout, None, pick.retry, delay)
+        return pick
 
 
 class UpstreamDispatcher:
@@ -152,11 +192,11 @@ class UpstreamDispatcher:
         self._holder = holder
         self._cluster = cluster
 
-    def pick(self, authority: str, path: str) -> Pick:
+    def pick(self, authority: str, path: str, headers: Sequence[Header], peer_ip: str) -> Pick:
         applied = self._holder.current
         if applied is None:
             raise _not_configured(self._cluster)
-        return applied.pick_cluster(self._cluster)
+        return applied.pick_cluster(self._cluster, path, headers, peer_ip)
 
 
 class AuthorityDispatcher:
@@ -167,7 +207,7 @@ class AuthorityDispatcher:
     def __init__(self, holder: ConfigHolder) -> None:
         self._holder = holder
 
-    def pick(self, authority: str, path: str) -> Pick:
+    def pick(self, authority: str, path: str, headers: Sequence[Header], peer_ip: str) -> Pick:
         applied = self._holder.current
         if applied is None:
             raise _not_configured(_service_of(authority))
@@ -179,4 +219,4 @@ class AuthorityDispatcher:
                 f"{authority!r} names no subscribed service; subscribe with --subscribe "
                 f"NAME, and set the call's authority to the service name)"
             )
-        return applied.pick_cluster(name)
+        return applied.pick_cluster(name, path, headers, peer_ip)

@@ -54,14 +54,15 @@ def loaded() -> tuple[Mirror, list[tuple[bytes, str]]]:
     return m, bad
 
 
-def test_only_upstreams_sorted_and_healthy() -> None:
+def test_only_upstreams_sorted_with_unhealthy_marked() -> None:
     m, bad = loaded()
     snap = translate(m, node_key("web", ["payments", "orders", "orders"]))
     assert [c.name for c in snap.clusters] == ["orders", "payments"]
     orders = snap.clusters[0]
     assert orders.service.metadata.name == "orders" and orders.service.metadata.version == 3
     assert orders.policy.metadata.name == "orders-policy"
-    assert [e.metadata.name for e in orders.endpoints] == ["o-1", "o-2"]
+    assert [e.metadata.name for e in orders.endpoints] == ["o-1", "o-2", "o-3"]
+    assert [e.spec.health for e in orders.endpoints][2] == resources_pb2.UNHEALTHY
     assert not snap.clusters[1].HasField("service") and not snap.clusters[1].endpoints
     assert snap.local_policy.metadata.name == "web"
     assert bad == []
@@ -113,7 +114,7 @@ def test_deletes_and_status_keys() -> None:
         )
     )
     snap = translate(m, node_key("web", ["orders"]))
-    assert [e.metadata.name for e in snap.clusters[0].endpoints] == ["o-2"]
+    assert [e.metadata.name for e in snap.clusters[0].endpoints] == ["o-2", "o-3"]
     assert not snap.clusters[0].HasField("policy")
     assert m.revision == 21
 

@@ -8,6 +8,7 @@ import random
 from sidecar.admin import SidecarAdmin
 from sidecar.discovery import ControlEndpoints, DiscoveryClient, DiskCache
 from sidecar.dispatch import ConfigHolder, UpstreamDispatcher
+from sidecar.policymetrics import PolicyMetrics
 from skein.config import parse_snapshot
 from skein.config.model import ClusterConfig, EndpointConfig, SidecarConfig
 from skein.metrics import Registry
@@ -16,6 +17,7 @@ from skein.v1 import discovery_pb2
 
 def build(tmp_path: object) -> tuple[SidecarAdmin, ConfigHolder]:
     holder, metrics = ConfigHolder(random.Random(0)), Registry()
+    policy_metrics = PolicyMetrics(metrics)
     cache = DiskCache(str(tmp_path))
     client = DiscoveryClient(
         ControlEndpoints([("127.0.0.1", 1)]),
@@ -34,6 +36,7 @@ def build(tmp_path: object) -> tuple[SidecarAdmin, ConfigHolder]:
         metrics=metrics,
         listeners=dict,
         cache_path=cache.path,
+        collect=lambda: policy_metrics.collect(holder.current, holder.local, "web"),
     )
     return admin, holder
 
@@ -55,12 +58,18 @@ def test_config_dump_and_clusters_show_policy_endpoints_and_load(tmp_path: objec
         "orders", timeout=1.5, endpoints=(EndpointConfig("o1", "127.0.0.1", 9001),)
     )
     holder.apply(SidecarConfig("9", {"orders": cluster}), "control")
-    UpstreamDispatcher(holder, "orders").pick("orders", "/")
+    UpstreamDispatcher(holder, "orders").pick("orders", "/", (), "")
     dump = json.loads(admin.config_dump({}).body)
     assert dump["version"] == "9" and dump["source"] == "control"
     assert dump["clusters"]["orders"]["timeout"] == 1.5
     clusters = json.loads(admin.clusters({}).body)["clusters"]
     assert clusters["orders"]["endpoints"][0]["in_flight"] == 1
     assert clusters["orders"]["algorithm"] == "ROUND_ROBIN"
+    assert clusters["orders"]["circuit_breaker"]["state"] == "closed"
+    assert clusters["orders"]["retry"]["max_attempts"] == 3
+    assert clusters["orders"]["endpoints"][0]["ejected"] is False
+    assert "retry_budget" in clusters["orders"] and "outlier_detection" in clusters["orders"]
     metrics = admin.render_metrics({}).body.decode()
     assert "skein_sidecar_config_applies_total" in metrics
+    assert 'skein_sidecar_circuit_breaker_state{cluster="orders",state="closed"} 1' in metrics
+    assert 'skein_sidecar_endpoints_healthy{cluster="orders"} 1' in metrics

@@ -1,4 +1,5 @@
-"""Dispatchers over a ConfigHolder: routes, NoRoute reasons, atomic swaps."""
+"""Dispatchers and clusters over a ConfigHolder: the outbound pipeline, NoRoute reasons,
+state kept across pushes. Time is a ManualClock; nothing sleeps."""
 
 from __future__ import annotations
 
@@ -12,61 +13,92 @@ from sidecar.dispatch import (
     InboundDispatcher,
     UpstreamDispatcher,
 )
-from sidecar.transport.contract import NoRoute
-from skein.config.model import Algorithm, ClusterConfig, EndpointConfig, SidecarConfig
+from sidecar.transport.contract import FAIL_CONNECT, FAIL_GRPC, NoRoute, Pick
+from skein.clock import ManualClock
+from skein.config.model import (
+    Algorithm,
+    BreakerConfig,
+    BudgetConfig,
+    ClusterConfig,
+    EndpointConfig,
+    HashConfig,
+    LoadBalancerConfig,
+    LocalConfig,
+    MethodConfig,
+    OutlierConfig,
+    RateLimitConfig,
+    RateLimitScope,
+    RetryConfig,
+    SidecarConfig,
+)
+
+NO_HEADERS: tuple[tuple[bytes, bytes], ...] = ()
 
 
-def ep(name: str, port: int, healthy: bool = True) -> EndpointConfig:
-    return EndpointConfig(name, "127.0.0.1", port, healthy=healthy)
+def ep(name: str, port: int, healthy: bool = True, reason: str = "") -> EndpointConfig:
+    return EndpointConfig(name, "127.0.0.1", port, healthy=healthy, health_reason=reason)
 
 
-def config(version: str = "1", **clusters: ClusterConfig) -> SidecarConfig:
-    return SidecarConfig(version, dict(clusters), local_timeout=2.5)
+def config(
+    version: str = "1", local: LocalConfig | None = None, **clusters: ClusterConfig
+) -> SidecarConfig:
+    return SidecarConfig(version, dict(clusters), local or LocalConfig(timeout=2.5))
 
 
 ORDERS = ClusterConfig("orders", timeout=1.0, endpoints=(ep("o1", 9001), ep("o2", 9002)))
 
 
-def holder_with(cfg: SidecarConfig) -> ConfigHolder:
-    holder = ConfigHolder(random.Random(0))
+def holder_with(cfg: SidecarConfig, clock: ManualClock | None = None) -> ConfigHolder:
+    clock = clock or ManualClock(100.0)
+    holder = ConfigHolder(random.Random(0), now=clock.now)
     holder.apply(cfg, "control")
     return holder
+
+
+def pick(dispatcher: UpstreamDispatcher, path: str = "/x.Y/Z", peer: str = "") -> Pick:
+    return dispatcher.pick("", path, NO_HEADERS, peer)
 
 
 def test_upstream_dispatcher_round_robins_with_policy_timeout() -> None:
     holder = holder_with(config(orders=ORDERS))
     dispatcher = UpstreamDispatcher(holder, "orders")
-    picks = [dispatcher.pick("127.0.0.1:1", "/x.Y/Z") for _ in range(4)]
+    picks = [pick(dispatcher) for _ in range(4)]
     assert {p.address for p in picks} == {("127.0.0.1", 9001), ("127.0.0.1", 9002)}
     assert all(p.cluster == "orders" and p.timeout == 1.0 for p in picks)
+    assert all(p.retry is not None and p.retry.max_attempts == 3 for p in picks)
     # a pick hands out the prebuilt object: no allocation per stream
     assert picks[0] is picks[2]
 
 
-def test_done_releases_in_flight() -> None:
+def test_done_releases_in_flight_and_counts_failures() -> None:
     holder = holder_with(config(orders=ORDERS))
-    pick = UpstreamDispatcher(holder, "orders").pick("", "/")
+    chosen = pick(UpstreamDispatcher(holder, "orders"))
     assert holder.current is not None
-    dump = holder.current.dump_clusters()["orders"]["endpoints"]
-    assert sum(e["in_flight"] for e in dump) == 1
-    assert pick.done is not None
-    pick.done(False)
-    dump = holder.current.dump_clusters()["orders"]["endpoints"]
-    assert sum(e["in_flight"] for e in dump) == 0
-    assert sum(e["failures"] for e in dump) == 1
+    dump = holder.current.dump_clusters()["orders"]
+    assert sum(e["in_flight"] for e in dump["endpoints"]) == 1
+    assert dump["circuit_breaker"]["in_flight"] == 1
+    assert chosen.done is not None
+    chosen.done(False, 100.0, 0.01)
+    dump = holder.current.dump_clusters()["orders"]
+    assert sum(e["in_flight"] for e in dump["endpoints"]) == 0
+    assert dump["circuit_breaker"]["in_flight"] == 0
+    assert sum(e["failures"] for e in dump["endpoints"]) == 1
 
 
 @pytest.mark.parametrize(
     ("cluster", "reason"),
     [
         (ClusterConfig("orders"), "none discovered"),
-        (ClusterConfig("orders", endpoints=(ep("o1", 1, healthy=False),)), "none healthy"),
+        (
+            ClusterConfig("orders", endpoints=(ep("o1", 1, False, "3 checks failed: refused"),)),
+            "none healthy (1 registered, all failing health checks: o1: 3 checks failed",
+        ),
     ],
 )
 def test_no_endpoints_names_service_and_reason(cluster: ClusterConfig, reason: str) -> None:
     holder = holder_with(config(orders=cluster))
     with pytest.raises(NoRoute) as info:
-        UpstreamDispatcher(holder, "orders").pick("", "/")
+        pick(UpstreamDispatcher(holder, "orders"))
     assert "'orders'" in info.value.message and reason in info.value.message
     assert info.value.grpc_status == 14
 
@@ -74,46 +106,184 @@ def test_no_endpoints_names_service_and_reason(cluster: ClusterConfig, reason: s
 def test_unknown_and_unconfigured_services() -> None:
     empty = ConfigHolder()
     with pytest.raises(NoRoute, match="no configuration yet"):
-        UpstreamDispatcher(empty, "orders").pick("", "/")
+        pick(UpstreamDispatcher(empty, "orders"))
     holder = holder_with(config(orders=ORDERS))
     with pytest.raises(NoRoute, match=r"'payments': unknown service.*--subscribe payments"):
-        UpstreamDispatcher(holder, "payments").pick("", "/")
+        pick(UpstreamDispatcher(holder, "payments"))
     with pytest.raises(NoRoute, match="'payments': unknown service"):
-        AuthorityDispatcher(holder).pick("payments:80", "/")
+        AuthorityDispatcher(holder).pick("payments:80", "/", NO_HEADERS, "")
 
 
 def test_authority_dispatcher_routes_by_host() -> None:
     holder = holder_with(config(orders=ORDERS))
-    pick = AuthorityDispatcher(holder).pick("orders.default.svc.cluster.local:8003", "/")
-    assert pick.cluster == "orders"
+    chosen = AuthorityDispatcher(holder).pick(
+        "orders.default.svc.cluster.local:8003", "/", NO_HEADERS, ""
+    )
+    assert chosen.cluster == "orders"
 
 
-def test_inbound_always_goes_to_app_with_local_timeout() -> None:
+def test_inbound_goes_to_app_with_local_timeout_and_method_override() -> None:
     holder = ConfigHolder()
     dispatcher = InboundDispatcher(holder, ("127.0.0.1", 7000))
-    before = dispatcher.pick("svc", "/")
+    before = dispatcher.pick("svc", "/", NO_HEADERS, "")
     assert before.address == ("127.0.0.1", 7000) and before.timeout is None
-    holder.apply(config(), "disk")
-    assert dispatcher.pick("svc", "/").timeout == 2.5
+    assert before.retry is not None and before.retry.max_attempts == 1
+    local = LocalConfig(timeout=2.5, methods=(MethodConfig("/shop.Orders/Slow", timeout=9.0),))
+    holder.apply(config(local=local), "disk")
+    assert dispatcher.pick("svc", "/shop.Orders/Get", NO_HEADERS, "").timeout == 2.5
+    assert dispatcher.pick("svc", "/shop.Orders/Slow", NO_HEADERS, "").timeout == 9.0
 
 
-def test_swap_keeps_unchanged_balancer_and_in_flight_of_staying_endpoints() -> None:
+def test_swap_keeps_cluster_state_and_in_flight_of_staying_endpoints() -> None:
     holder = holder_with(config(orders=ORDERS))
     dispatcher = UpstreamDispatcher(holder, "orders")
-    dispatcher.pick("", "/")
-    dispatcher.pick("", "/")
+    pick(dispatcher)
+    pick(dispatcher)
     assert holder.current is not None
-    first = holder.current.balancers["orders"]
+    first = holder.current.clusters["orders"]
+    breaker, balancer = first.breaker, first.balancer
     holder.apply(config("2", orders=ORDERS), "control")
-    assert holder.current.balancers["orders"] is first  # unchanged: no-op
+    assert holder.current.clusters["orders"] is first
+    assert first.balancer is balancer and first.breaker is breaker  # unchanged: no-op
     changed = ClusterConfig(
         "orders",
-        algorithm=Algorithm.LEAST_REQUEST,
+        load_balancer=LoadBalancerConfig(Algorithm.LEAST_REQUEST),
         timeout=3.0,
         endpoints=(ep("o2", 9002), ep("o3", 9003)),
     )
     holder.apply(config("3", orders=changed), "control")
+    assert first.breaker is breaker  # breaker config unchanged: its state stays
     dump = {e["instance"]: e for e in holder.current.dump_clusters()["orders"]["endpoints"]}
     assert dump["o2"]["in_flight"] == 1 and dump["o3"]["in_flight"] == 0
     assert holder.current.dump_clusters()["orders"]["algorithm"] == "LEAST_REQUEST"
-    assert {dispatcher.pick("", "/").timeout for _ in range(4)} == {3.0}
+    assert {pick(dispatcher).timeout for _ in range(4)} == {3.0}
+
+
+def test_method_overrides_pick_timeout_and_retry_by_longest_prefix() -> None:
+    cluster = ClusterConfig(
+        "orders",
+        timeout=1.0,
+        endpoints=(ep("o1", 9001),),
+        methods=(
+            MethodConfig("/shop.Orders/", timeout=5.0),
+            MethodConfig("/shop.Orders/Place", retry=RetryConfig(max_attempts=1)),
+        ),
+    )
+    dispatcher = UpstreamDispatcher(holder_with(config(orders=cluster)), "orders")
+    assert pick(dispatcher, "/shop.Users/Get").timeout == 1.0
+    get = pick(dispatcher, "/shop.Orders/Get")
+    place = pick(dispatcher, "/shop.Orders/Place")
+    assert get.timeout == 5.0 and get.retry is not None and get.retry.max_attempts == 3
+    assert place.timeout == 1.0 and place.retry is not None and place.retry.max_attempts == 1
+
+
+def test_breaker_opens_and_fails_fast_naming_breaker() -> None:
+    clock = ManualClock(100.0)
+    breaker = BreakerConfig(minimum_requests=4, window=10.0, open_duration=30.0)
+    cluster = ClusterConfig("orders", endpoints=(ep("o1", 9001),), breaker=breaker)
+    holder = holder_with(config(orders=cluster), clock)
+    dispatcher = UpstreamDispatcher(holder, "orders")
+    for _ in range(4):
+        chosen = pick(dispatcher)
+        assert chosen.done is not None
+        chosen.done(False, clock.now(), 0.001)
+    with pytest.raises(NoRoute) as info:
+        pick(dispatcher)
+    assert "circuit breaker" in info.value.message and "'orders'" in info.value.message
+    assert info.value.grpc_status == 14 and info.value.http_status == 503
+    assert holder.current is not None
+    assert holder.current.dump_clusters()["orders"]["circuit_breaker"]["rejected"] == 1
+    clock.advance(31.0)
+    assert pick(dispatcher).address == ("127.0.0.1", 9001)  # half-open trial
+
+
+def test_retry_decisions_use_budget_and_avoid_previous_endpoint() -> None:
+    clock = ManualClock(100.0)
+    budget = BudgetConfig(ratio=0.2, min_retries_per_second=0, ttl=10.0)
+    cluster = ClusterConfig(
+        "orders",
+        endpoints=(ep("o1", 9001), ep("o2", 9002)),
+        budget=budget,
+        breaker=BreakerConfig(enabled=False),
+        outlier=OutlierConfig(enabled=False),
+    )
+    holder = holder_with(config(orders=cluster), clock)
+    dispatcher = UpstreamDispatcher(holder, "orders")
+    first = pick(dispatcher)
+    retry = first.retry
+    assert retry is not None
+    # no retry on a non-retry_on failure
+    assert isinstance(retry.decide(1, FAIL_GRPC, 5, None), str)  # NOT_FOUND
+    for _ in range(9):
+        pick(dispatcher)  # 10 requests deposited → 2 retries allowed
+    delays = [retry.decide(1, FAIL_CONNECT, 0, None) for _ in range(2)]
+    assert all(isinstance(d, float) and 0 <= d <= 0.025 for d in delays)
+    refused = retry.decide(1, FAIL_CONNECT, 0, None)
+    assert isinstance(refused, str) and "retry budget for 'orders' exhausted" in refused
+    assert retry.repick(first).address != first.address
+    assert retry.decide(3, FAIL_CONNECT, 0, None) == "3 of 3 attempts made"
+    assert retry.decide(1, FAIL_GRPC, 14, -1.0) == (
+        "the server asked not to retry (grpc-retry-pushback-ms)"
+    )
+
+
+def test_max_requests_limit_fails_fast() -> None:
+    cluster = ClusterConfig(
+        "orders", endpoints=(ep("o1", 9001),), breaker=BreakerConfig(max_requests=2)
+    )
+    dispatcher = UpstreamDispatcher(holder_with(config(orders=cluster)), "orders")
+    pick(dispatcher)
+    pick(dispatcher)
+    with pytest.raises(NoRoute, match=r"max_requests \(2\)"):
+        pick(dispatcher)
+
+
+def test_outlier_ejection_takes_endpoint_out_and_reason_when_all_gone() -> None:
+    clock = ManualClock(100.0)
+    outlier = OutlierConfig(consecutive_failures=2, max_ejection_percent=100)
+    cluster = ClusterConfig(
+        "orders",
+        endpoints=(ep("o1", 9001), ep("o2", 9002)),
+        outlier=outlier,
+        breaker=BreakerConfig(enabled=False),
+    )
+    holder = holder_with(config(orders=cluster), clock)
+    dispatcher = UpstreamDispatcher(holder, "orders")
+    for _ in range(8):
+        chosen = pick(dispatcher)
+        if chosen.address[1] == 9001:
+            assert chosen.done is not None
+            chosen.done(False, clock.now(), 0.001)
+        elif chosen.done is not None:
+            chosen.done(True, clock.now(), 0.001)
+    assert {pick(dispatcher).address[1] for _ in range(6)} == {9002}
+    assert holder.current is not None
+    dump = {e["instance"]: e for e in holder.current.dump_clusters()["orders"]["endpoints"]}
+    assert dump["o1"]["ejected"] and not dump["o2"]["ejected"]
+
+
+def test_rate_limit_rejects_with_retry_after() -> None:
+    clock = ManualClock(100.0)
+    rule = RateLimitConfig("per-ip", 2, 10.0, 2, scope=RateLimitScope.CLIENT_IP)
+    cluster = ClusterConfig("orders", endpoints=(ep("o1", 9001),), rate_limits=(rule,))
+    dispatcher = UpstreamDispatcher(holder_with(config(orders=cluster), clock), "orders")
+    pick(dispatcher, peer="10.0.0.1")
+    pick(dispatcher, peer="10.0.0.1")
+    pick(dispatcher, peer="10.0.0.2")  # another key
+    with pytest.raises(NoRoute) as info:
+        pick(dispatcher, peer="10.0.0.1")
+    assert info.value.grpc_status == 8 and info.value.http_status == 429
+    assert 0 < info.value.retry_after <= 5.0
+    assert "per-ip" in info.value.message
+
+
+def test_hash_on_header_is_sticky() -> None:
+    lb = LoadBalancerConfig(Algorithm.RING_HASH, hash=HashConfig(header="x-user"))
+    cluster = ClusterConfig(
+        "orders", load_balancer=lb, endpoints=tuple(ep(f"o{i}", 9000 + i) for i in range(5))
+    )
+    dispatcher = UpstreamDispatcher(holder_with(config(orders=cluster)), "orders")
+    for user in (b"alice", b"bob", b"carol"):
+        headers = ((b":path", b"/x"), (b"x-user", user))
+        seen = {dispatcher.pick("", "/x", headers, "").address for _ in range(5)}
+        assert len(seen) == 1
