@@ -23,6 +23,7 @@ from sidecar.transport.deadline import GrpcTimeoutError, effective_timeout, pars
 from sidecar.transport.exchange import Exchange
 from sidecar.transport.flush import flush_dirty
 from sidecar.transport.headers import RequestHead
+from sidecar.transport.retrying import arm_per_try
 from sidecar.transport.stats import RelayMetrics
 from sidecar.transport.upstream import UpstreamPool
 
@@ -97,7 +98,9 @@ class StreamStarter:
         if pick.delay > 0:
             ex.wait = loop.call_at(now + pick.delay, _launch_delayed, ex)
             return
-        ex.launch(now)
+        if retry is not None and retry.per_try_timeout is not None:
+            arm_per_try(ex, now, retry.per_try_timeout)
+        self.pool.open(ex)  # ex.launch(now), inlined: this runs for every call
 
 
 def peer_ip_of(transport: Any) -> str:

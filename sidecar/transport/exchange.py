@@ -113,7 +113,6 @@ class Exchange:
         "http_status",
         "is_grpc",
         "loop",
-        "out_headers",
         "pick",
         "pool",
         "reason",
@@ -143,6 +142,10 @@ class Exchange:
         "wait",
     )
 
+    # Set before they are read, never in __init__ (each store there costs every call):
+    attempt_at: float  # the current attempt's start (StreamStarter.begin, each retry)
+    up_mark: int  # the connection's write count when this stream was opened
+
     def __init__(
         self,
         down: Downstream,
@@ -154,8 +157,7 @@ class Exchange:
     ) -> None:
         self.down = down
         self.down_sid = down_sid
-        self.headers = headers
-        self.out_headers = headers  # the block the next attempt sends (before grpc-timeout)
+        self.headers = headers  # as received; a retry's gets the attempt number added
         self.is_grpc = is_grpc
         self.timeout_index = timeout_index
         self.req_end = req_end
@@ -169,7 +171,6 @@ class Exchange:
         self.resp_started = False
         self.up: Upstream | None = None
         self.up_sid = 0
-        self.up_mark = 0  # the connection's write count when this stream was opened
         self.cluster = ""
         self.pick: Pick | None = None  # the current (or last) attempt's
         self.pool: Opener | None = None
@@ -178,7 +179,6 @@ class Exchange:
         self.replay_size = 0  # -1: the request outgrew the buffer, no more retries
         self.replay_limit = -1  # -1: no replay copy kept
         self.attempts = 0  # attempts started that count (transparent retries do not)
-        self.attempt_at = 0.0
         self.slot = False  # holds a retry slot (a float answer of Retrier.decide)
         self.transparent = False  # the one transparent retry was used
         self.reason = ""  # why the retrier said no, for synthesized failures
@@ -209,7 +209,7 @@ class Exchange:
 
     def request_headers(self, now: float) -> Sequence[Header]:
         """The block to send upstream, `grpc-timeout` set to what remains at `now`."""
-        headers = self.out_headers
+        headers = self.headers
         if self.timeout_index >= 0:
             # Only a caller's own grpc-timeout is rewritten; none is added for a
             # policy timeout (as Envoy): the proxy enforces that one itself, and a
@@ -392,7 +392,9 @@ class Exchange:
         self.resp_end = True
         self.resp_trailers = trailers
         if trailers is not None and self.is_grpc:
-            self.grpc_status = grpc_status_of(trailers)
+            status = self.grpc_status = grpc_status_of(trailers)
+            if status and self.retry is not None and status in ENDPOINT_FAILURE_GRPC:
+                retrying.committed_failure(self)
         self.drain_resp()
 
     def drain_resp(self) -> None:
@@ -556,7 +558,6 @@ class Exchange:
         self.resp_buf = None
         if dropped and self.up is not None:
             self.up.u_ack(self, len(dropped))
-        self.replay = None
         self.down.d_done(self)
         if self.up is not None:
             self.up.u_done(self)

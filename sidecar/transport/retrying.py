@@ -101,7 +101,12 @@ def attempt_failed(ex: Exchange, failure: int, code: int, pushback: float | None
     if ex.slot:  # the attempt this slot paid for has ended
         ex.slot = False
         retry.retry_done()
-    answer = retry.decide(ex.attempts, failure, code, pushback)
+    try:
+        answer = retry.decide(ex.attempts, failure, code, pushback)
+    except Exception as exc:  # a bug in policy must cost this call its retry, nothing more
+        _log.warning("retry_decide_failed", cluster=ex.cluster, error=repr(exc))
+        ex.reason = f"the retry policy failed: {exc!r}"
+        return False
     if isinstance(answer, str):
         ex.reason = answer
         return False
@@ -138,7 +143,8 @@ def transparent_retry(ex: Exchange) -> bool:
 
 
 def committed_failure(ex: Exchange) -> None:
-    """Count a call that failed after it committed (it could not be retried)."""
+    """Count a call whose attempt failed after it committed (reset, connection lost, or a
+    failing status in trailers): the failure reached the caller without a retry."""
     stats = ex.stats
     if stats is not None:
         stats.committed_failures.inc()
@@ -225,7 +231,7 @@ def _restart(ex: Exchange, pick: Pick, counted: bool) -> None:
     ex.done_cb = pick.done
     if counted:
         ex.attempts += 1
-        ex.out_headers = _attempt_headers(ex)
+        ex.headers = _attempt_headers(ex)
     now = ex.attempt_at = ex.loop.time()  # type: ignore[union-attr]
     replay = ex.replay
     if replay is not None:

@@ -77,6 +77,9 @@ def test_all_four_call_kinds(app: EchoApp) -> None:
     run(scenario)
     assert dispatcher.done == [True, True, True, True]
     assert dispatcher.seen[0][1] == "/test.Echo/Unary"
+    # the dispatcher sees the request's header block and the caller's address
+    assert dispatcher.peers == ["127.0.0.1"] * 4
+    assert (b"content-type", b"application/grpc") in dispatcher.headers[0]
 
 
 def test_metadata_trailers_and_status_details_round_trip(app: EchoApp) -> None:

@@ -121,6 +121,8 @@ def test_http1_get_and_post_keepalive() -> None:
             )
             assert missing.startswith(b"HTTP/1.1 404 Not Found\r\n")
             assert dispatcher.done == [True, True, True, True]
+            assert dispatcher.peers == ["127.0.0.1"] * 4
+            assert (b"x-trace", b"a") in dispatcher.headers[0]
         finally:
             await listener.close(grace=1.0)
             await pool.close()

@@ -128,6 +128,7 @@ async def relay(setup: Setup) -> AsyncIterator[tuple[Listener, UpstreamPool]]:
     try:
         yield listener, pool
         assert_pool_idle(pool)
+        assert listener.stats()["streams"] == 0, "an exchange outlived its call"
         assert setup.retrier.active == 0, "a retry slot was never released"
         assert setup.metric('skein_sidecar_requests_in_flight{cluster="echo"}') == 0
     finally:
@@ -220,7 +221,6 @@ def test_a_call_whose_response_headers_were_forwarded_is_never_retried() -> None
                 assert b.requests == []
                 assert setup.retrier.decisions == []
                 assert setup.dispatcher.done == [False]
-            if script is head_then_reset:
                 committed = 'skein_sidecar_committed_failures_total{cluster="echo"}'
                 assert setup.metric(committed) == 1
 

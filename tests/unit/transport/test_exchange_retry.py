@@ -188,7 +188,7 @@ def test_every_byte_acked_once_and_the_last_attempt_gets_the_whole_request(
     ex.loop = loop  # type: ignore[assignment]
     ex.pick, ex.done_cb, ex.pool, ex.retry = pick, pick.done, pool, retrier
     ex.replay_limit = limit
-    ex.attempts = 1
+    ex.attempts, ex.attempt_at = 1, loop.now  # as StreamStarter.begin
     ex.launch(loop.now)
 
     request = bytearray()
