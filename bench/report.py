@@ -206,7 +206,7 @@ def _policy_target(by_key: dict[tuple[str, int], Case], concurrency: int) -> Tar
     ratio = case.rps_vs_pair if case is not None else None
     floor = 1 - POLICY_BUDGET
     return Target(
-        f"full policy pipeline rps vs skein-pair, c={concurrency}",
+        f"policy pipeline rps vs skein-pair, c={concurrency}",
         f">= {floor:.0%}",
         None if ratio is None else ratio * 100,
         "%",
