@@ -120,8 +120,10 @@ class Setup:
 
 
 @contextlib.asynccontextmanager
-async def relay(setup: Setup) -> AsyncIterator[tuple[Listener, UpstreamPool]]:
-    pool = UpstreamPool()
+async def relay(
+    setup: Setup, handshake_timeout: float = 10.0
+) -> AsyncIterator[tuple[Listener, UpstreamPool]]:
+    pool = UpstreamPool(handshake_timeout=handshake_timeout)
     listener = await start_listener(
         "127.0.0.1", 0, setup.dispatcher, pool, name="retry", metrics=setup.registry
     )
@@ -364,6 +366,47 @@ def test_a_dead_endpoint_is_retried_on_another_and_the_reason_is_told_when_not()
                 assert details.endswith(
                     "; not retried: retry budget for 'echo' exhausted: 0 retries left"
                 )
+
+    run(scenario)
+
+
+def test_no_settings_and_a_connection_lost_mid_call_are_retried() -> None:
+    """An upstream that never says SETTINGS is a connect failure; one that drops the
+    connection after reading the request is a reset (code 0): both retried elsewhere."""
+
+    def drop(req: UpstreamRequest) -> None:
+        req.proto.transport.abort()
+
+    writers: list[asyncio.StreamWriter] = []
+
+    async def hear_nothing(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        with contextlib.suppress(ConnectionError):
+            while await reader.read(65536):
+                pass
+        writer.close()
+
+    async def scenario() -> None:
+        silent = await asyncio.start_server(hear_nothing, "127.0.0.1", 0)
+        mute = silent.sockets[0].getsockname()[:2]
+        try:
+            async with ScriptedUpstream(drop) as a, ScriptedUpstream(answer_ok) as b:
+                setup = Setup(mute, [b.address], Retrier())
+                quick = relay(setup, handshake_timeout=0.3)
+                async with quick as (listener, _), channel_to(listener) as channel:
+                    assert await unary(channel)(b"x", timeout=5) == b"x"
+                assert setup.retrier.decisions == [(1, FAIL_CONNECT, 0, None)]
+
+                setup = Setup(a.address, [b.address], Retrier())
+                async with relay(setup) as (listener, _), channel_to(listener) as channel:
+                    assert await unary(channel)(b"y", timeout=5) == b"y"
+                assert setup.retrier.decisions == [(1, FAIL_RESET, 0, None)]
+                assert len(a.requests) == 1 and a.requests[0].ended
+        finally:
+            for writer in writers:
+                writer.close()
+            silent.close()
+            await silent.wait_closed()
 
     run(scenario)
 
