@@ -13,7 +13,9 @@ minute for its first call.
 Invariants:
 - two distinct candidates are drawn, in proportion to weight (uniformly when
   weights are equal, see least_request.py), and the cheaper one wins, ties to
-  the first draw; `avoid` takes the other of the pair.
+  the first draw; `avoid` takes the other of the pair. Weights thus only bias
+  the draws: at equal latency the one sampled longer ago has faded further
+  and wins, so shares drift toward even (Linkerd has no weights here at all).
 - no clock at pick time: both estimates fade by the same factor between their
   samples and the pick, so comparing them needs only the gap between their own
   sample times (one exp() per pick). An estimate without a sample does not fade.

@@ -91,11 +91,11 @@ class EndpointSlot:
         averages over about `decay` seconds whatever the request rate. The
         first sample replaces the 30 ms default outright.
 
-        A failure counts as max(elapsed, 2 x estimate), the doubling capped at
-        5 s (but never below the estimate): fast failures must not attract
-        traffic, and consecutive failures escalate quickly, while a single
-        error on a 1 ms service costs a few doublings rather than Linkerd's
-        flat 5 s, which would keep it out for about a minute.
+        A failure counts as max(elapsed, 2 x estimate, 30 ms), the doubling
+        capped at 5 s (but never below the estimate): fast failures must not
+        attract traffic, and consecutive failures escalate quickly, while a
+        single error on a 1 ms service costs a few doublings rather than
+        Linkerd's flat 5 s, which would keep it out for about a minute.
         """
         stamp = self.stamp
         if stamp < 0.0:
