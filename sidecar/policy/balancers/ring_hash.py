@@ -32,13 +32,18 @@ from skein.config.model import Algorithm
 __all__ = ["RING_CAP", "RingHashBalancer"]
 
 RING_CAP = 1 << 16  # points, unless ring_size asks for more
+# A key's bisect runs only within its bucket of the 32-bit space: a few probes
+# instead of about 14 (half the cost of a ring pick).
+_BUCKET_SHIFT = 20
+_BUCKETS = 1 << (32 - _BUCKET_SHIFT)
 _DEFAULT_RING_SIZE = 1024
 
 
 class RingHashBalancer(HashedBalancer):
-    __slots__ = ("_per_unit", "_points")
+    __slots__ = ("_per_unit", "_points", "_starts")
 
     _points: array[int]  # sorted ring positions
+    _starts: array[int]  # bucket (top bits of a position) -> its first point's index
     _per_unit: int
 
     algorithm = Algorithm.RING_HASH
@@ -56,17 +61,22 @@ class RingHashBalancer(HashedBalancer):
         per_unit = max(1, min(ring_size, max(ring_size, RING_CAP) // max(total, 1)))
         packed: list[int] = []
         for ordinal, slot in enumerate(members):
-            points = ring_points(endpoint_name(slot.key), slot.endpoint.weight * per_unit)
-            packed.extend([point << 32 | ordinal for point in points])
+            own = ring_points(endpoint_name(slot.key), slot.endpoint.weight * per_unit)
+            packed.extend([point << 32 | ordinal for point in own])
         packed.sort()
-        self._points = array("I", [p >> 32 for p in packed])
+        points = array("I", [p >> 32 for p in packed])
+        self._points = points
         self._owners = array("I", [p & 0xFFFFFFFF for p in packed])
+        self._starts = array(
+            "I", [bisect_left(points, b << _BUCKET_SHIFT) for b in range(_BUCKETS + 1)]
+        )
         self._per_unit = per_unit
 
     def _adopt(self, donor: HashedBalancer) -> None:
         assert isinstance(donor, RingHashBalancer)
         self._owners = donor._owners
         self._points = donor._points
+        self._starts = donor._starts
         self._per_unit = donor._per_unit
 
     def acquire(
@@ -78,9 +88,11 @@ class RingHashBalancer(HashedBalancer):
         if hash_key is None:
             slot = self._any(avoid)
         else:
-            points = self._points
-            i = bisect_left(points, key_hash(hash_key))
-            if i == len(points):
+            h = key_hash(hash_key)
+            starts = self._starts
+            bucket = h >> _BUCKET_SHIFT
+            i = bisect_left(self._points, h, starts[bucket], starts[bucket + 1])
+            if i == len(self._points):
                 i = 0
             o = self._owners[i]
             slot = self._members[o]

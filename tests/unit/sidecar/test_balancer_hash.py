@@ -244,3 +244,18 @@ def test_hash_key_source_reads_a_header_or_the_peer_ip() -> None:
     by_ip = HashKeySource(HashConfig(source_ip=True))
     assert by_ip(headers, "10.1.1.1") == b"10.1.1.1"
     assert by_ip(headers, "") is None
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    weights=st.lists(st.integers(1, 3), min_size=1, max_size=5),
+    ring_size=st.sampled_from([1, 7, 64, 1024]),
+    key_list=st.lists(st.binary(max_size=16), min_size=1, max_size=30),
+)
+def test_ring_pick_is_the_first_point_at_or_after_the_key(
+    weights: list[int], ring_size: int, key_list: list[bytes]
+) -> None:
+    ring = build(Algorithm.RING_HASH, endpoints(len(weights), weights), ring_size=ring_size)
+    assert isinstance(ring, RingHashBalancer)
+    for key in key_list:
+        assert ring.acquire(key) is ring.owner(key_hash(key))
