@@ -254,7 +254,11 @@ class Exchange:
             if sent:
                 self.down.d_ack(self, sent)
                 if self.replay_limit >= 0:
-                    self.keep(data if sent == len(data) else data[:sent])
+                    if self.replay is None and sent == len(data) <= self.replay_limit:
+                        self.replay = data  # a unary call's one chunk: kept without a copy
+                        self.replay_size = sent
+                    else:
+                        self.keep(data if sent == len(data) else data[:sent])
             if sent == len(data):
                 if end:
                     self.req_end = self.req_sent_end = True
@@ -344,7 +348,8 @@ class Exchange:
         if end and self.is_grpc:
             self.grpc_status = grpc_status_of(headers)
         if (
-            self.retry is not None
+            (end or status != 200)
+            and self.retry is not None
             and (status >= 500 or status == 409 or (end and self.grpc_status > 0))
             and retrying.response_failed(self, headers, end)
         ):
