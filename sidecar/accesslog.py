@@ -38,6 +38,8 @@ class AccessRecord(Protocol):
     def started_at(self) -> float: ...
     @property
     def detail(self) -> str: ...
+    @property
+    def attempts(self) -> int: ...
 
 
 def request_fields(headers: Sequence[Header]) -> dict[str, str]:
@@ -93,4 +95,5 @@ class AccessLog:
             **request_fields(record.headers),
             **status,
             **({"detail": record.detail} if record.detail else {}),
+            **({"attempts": record.attempts} if record.attempts > 1 else {}),
         )

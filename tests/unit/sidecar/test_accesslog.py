@@ -37,6 +37,7 @@ class Finished:
     is_grpc: bool = True
     grpc_status: int = 14
     http_status: int = 200
+    attempts: int = 1
 
 
 def test_a_logged_stream_names_route_status_and_duration() -> None:
@@ -70,6 +71,14 @@ def test_plain_http_logs_the_http_status() -> None:
         1000.0,
     )
     assert "grpc_status" not in fields
+    assert "attempts" not in fields  # one attempt: nothing to say
+
+
+def test_a_retried_call_logs_its_attempts() -> None:
+    recorder = Recorder()
+    log = AccessLog(1.0, recorder, listener="outbound", rng=random.Random(1), clock=lambda: 101.0)
+    log.write(Finished(grpc_status=0, attempts=3), "127.0.0.1:9003")
+    assert recorder.lines[0][1]["attempts"] == 3
 
 
 def test_off_never_samples_and_never_draws() -> None:
