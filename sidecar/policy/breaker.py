@@ -22,7 +22,8 @@ Invariants:
   `open_duration`; `success_threshold` successes close it with an empty
   window. The breaker cannot tell trial results from late results of calls
   admitted before it opened; both count, a failure being a failure.
-- every admitted call must be recorded exactly once (`Pick.done` does it).
+- every admitted call must be recorded exactly once (`Pick.done` does it),
+  or handed back with `cancel` when it never reached the service.
   Should permits leak anyway, permits held with no result for
   `open_duration` are presumed lost and reclaimed (`lost_trials` counts them),
   so a leak degrades the breaker instead of wedging it half-open.
@@ -175,6 +176,11 @@ class CircuitBreaker:
                 self._successes += 1
                 if self._successes >= self._success_threshold:
                     self._close()
+
+    def cancel(self) -> None:
+        """An admitted call never went out (e.g. no endpoint): return its permit, no result."""
+        if self._state is _HALF_OPEN and self._trials > 0:
+            self._trials -= 1
 
     # -- window ---------------------------------------------------------
 

@@ -292,6 +292,8 @@ class OutlierDetector:
         ejected 2nd time for 60 s, back in 41 s". `now` defaults to the
         latest time the detector was given.
         """
+        if not self.enabled:
+            return "outlier detection is disabled"
         endpoint = self._endpoints.get(key)
         if endpoint is None:
             return f"{self._label(key)} is not an endpoint of this cluster"

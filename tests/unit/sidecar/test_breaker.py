@@ -179,6 +179,20 @@ def test_lost_trial_permits_are_reclaimed_after_open_duration() -> None:
     assert b.lost_trials == 2
 
 
+def test_cancel_returns_a_trial_permit_without_a_result() -> None:
+    b = breaker(half_open_max_calls=1, success_threshold=1)
+    trip(b, 0.0)
+    assert b.allow(60.0)
+    assert not b.allow(60.0)
+    b.cancel()  # e.g. no endpoint to send it to
+    assert b.state(60.0) == "half_open"
+    assert b.allow(60.0)
+    b.record(True, 60.5)
+    assert b.state(60.5) == "closed"
+    b.cancel()  # closed: nothing to hand back
+    assert b.allow(61.0)
+
+
 def test_dump_is_plain_data() -> None:
     b = breaker()
     trip(b, 0.0)

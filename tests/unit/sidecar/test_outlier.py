@@ -227,6 +227,8 @@ def test_disabled_detector_never_ejects() -> None:
     assert fail(d, "a", 100, 1.0) == [False] * 100
     assert not d.tick(1000.0)
     assert d.ejected() == frozenset()
+    assert d.why("a") == "outlier detection is disabled"
+    assert d.next_deadline() == float("inf")
 
 
 def test_dump_lists_every_endpoint() -> None:
