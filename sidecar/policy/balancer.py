@@ -7,14 +7,17 @@ there is none, never raises and counts the attempt on the slot it returns;
 endpoints that stay; `set_excluded` takes outlier-ejected ones out of
 rotation.
 
-| algorithm            | pick                                         | cost per pick      |
-|----------------------|----------------------------------------------|--------------------|
-| ROUND_ROBIN          | candidates in turn (weights ignored)         | O(1)               |
-| LEAST_REQUEST        | power of two choices, in-flight / weight     | O(1), 2 draws      |
-| WEIGHTED_ROUND_ROBIN | smooth weighted round robin (nginx)          | O(1), precomputed  |
-| RING_HASH            | consistent hash ring                         | O(log points)      |
-| MAGLEV               | Maglev lookup table                          | O(1)               |
-| PEAK_EWMA            | power of two choices, latency x load         | O(1), one exp()    |
+| algorithm            | pick                                              | per pick          |
+|----------------------|---------------------------------------------------|-------------------|
+| ROUND_ROBIN          | candidates in turn (weights ignored beyond 0)     | O(1)              |
+| LEAST_REQUEST        | 2 draws by weight, fewer in flight wins           | O(1) / O(log n)   |
+| WEIGHTED_ROUND_ROBIN | smooth weighted round robin (nginx), precomputed  | O(1)              |
+| RING_HASH            | consistent hash ring, bucketed bisect             | O(1) expected     |
+| MAGLEV               | Maglev lookup table                               | O(1)              |
+| PEAK_EWMA            | 2 draws by weight, lower latency x load wins      | O(1), one exp()   |
+
+Hashing balancers take the request's key (`HashKeySource` in hashing.py);
+without one they pick at random.
 """
 
 from __future__ import annotations
