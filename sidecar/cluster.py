@@ -227,8 +227,10 @@ class UpstreamCluster:
         return None
 
     def _acquire(self, route: int, hash_key: bytes | None, avoid: EndpointSlot | None) -> Pick:
+        """An endpoint for a call the breaker already admitted (its permit goes back if none)."""
         slot = self.balancer.acquire(hash_key, avoid)
         if slot is None:
+            self.breaker.cancel()
             raise NoRoute(f"no endpoints for service '{self.name}': {self.why_no_endpoint()}")
         self.in_flight += 1
         picks: tuple[Pick, ...] = slot.route

@@ -156,7 +156,7 @@ class OutlierConfig:
     base_ejection_time: float = 30.0
     max_ejection_time: float = 300.0
     max_ejection_percent: int = 50
-    success_rate_minimum_hosts: int = 3
+    success_rate_minimum_hosts: int = 5
     success_rate_request_volume: int = 100
     success_rate_stdev_factor: float = 1.9
 

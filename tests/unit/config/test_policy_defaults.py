@@ -39,7 +39,7 @@ OUTLIER = {
     "base_ejection_time": 30.0,
     "max_ejection_time": 300.0,
     "max_ejection_percent": 50,
-    "success_rate_minimum_hosts": 3,
+    "success_rate_minimum_hosts": 5,
     "success_rate_request_volume": 100,
     "success_rate_stdev_factor": 1.9,
 }

@@ -287,3 +287,23 @@ def test_hash_on_header_is_sticky() -> None:
         headers = ((b":path", b"/x"), (b"x-user", user))
         seen = {dispatcher.pick("", "/x", headers, "").address for _ in range(5)}
         assert len(seen) == 1
+
+
+def test_half_open_trial_permit_returns_when_no_endpoint_is_available() -> None:
+    clock = ManualClock(100.0)
+    breaker = BreakerConfig(minimum_requests=2, open_duration=10.0, half_open_max_calls=1)
+    healthy = ClusterConfig("orders", endpoints=(ep("o1", 9001),), breaker=breaker)
+    holder = holder_with(config(orders=healthy), clock)
+    dispatcher = UpstreamDispatcher(holder, "orders")
+    for _ in range(2):
+        chosen = pick(dispatcher)
+        assert chosen.done is not None
+        chosen.done(False, clock.now(), 0.001)
+    clock.advance(11.0)  # half-open: one trial permit
+    down = ClusterConfig("orders", endpoints=(ep("o1", 9001, healthy=False),), breaker=breaker)
+    holder.apply(config("2", orders=down), "control")
+    for _ in range(3):  # each admitted call finds no endpoint and hands its permit back
+        with pytest.raises(NoRoute, match="none healthy"):
+            pick(dispatcher)
+    holder.apply(config("3", orders=healthy), "control")
+    assert pick(dispatcher).address == ("127.0.0.1", 9001)
