@@ -237,7 +237,14 @@ class UpstreamCluster:
         return picks[route]
 
     def repick(self, route: int, previous: Pick) -> Pick:
-        """A retry's endpoint: through the breaker again, avoiding the last endpoint."""
+        """A retry's endpoint: through the breaker again, avoiding the last endpoint.
+
+        `route` is the index the call's Retries had when it started; a push since
+        may have removed that method (fewer routes now): the default route then
+        serves, as only the endpoint of the new Pick matters to a retry.
+        """
+        if route >= len(self.retriers):
+            route = 0
         now = self._now()
         if not self.breaker.allow(now):
             self.breaker_rejections += 1

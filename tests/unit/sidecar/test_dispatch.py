@@ -307,3 +307,34 @@ def test_half_open_trial_permit_returns_when_no_endpoint_is_available() -> None:
             pick(dispatcher)
     holder.apply(config("3", orders=healthy), "control")
     assert pick(dispatcher).address == ("127.0.0.1", 9001)
+
+
+def _in_flight(holder: ConfigHolder, name: str = "orders") -> tuple[int, int]:
+    """(cluster in_flight, sum of endpoint in_flight) from /clusters."""
+    assert holder.current is not None
+    dump = holder.current.dump_clusters()[name]
+    return dump["circuit_breaker"]["in_flight"], sum(e["in_flight"] for e in dump["endpoints"])
+
+
+def test_retry_in_backoff_survives_a_push_that_drops_its_method() -> None:
+    """A call on a per-method route waits out its backoff while a push removes the method:
+    its retry still gets an endpoint, and the attempt is released as usual."""
+    clock = ManualClock(100.0)
+    two = (ep("o1", 9001), ep("o2", 9002))
+    method = MethodConfig("/shop.Orders/Place", timeout=5.0)
+    with_method = ClusterConfig("orders", endpoints=two, methods=(method,))
+    holder = holder_with(config(orders=with_method), clock)
+    first = pick(UpstreamDispatcher(holder, "orders"), "/shop.Orders/Place")
+    assert first.retry is not None and first.done is not None
+    assert isinstance(first.retry.decide(1, FAIL_CONNECT, 0, None), float)
+    first.done(False, clock.now(), 0.001)
+    holder.apply(config("2", orders=ClusterConfig("orders", endpoints=two)), "control")
+    second = first.retry.repick(first)
+    assert second.address != first.address
+    assert _in_flight(holder) == (1, 1)
+    assert second.done is not None
+    second.done(True, clock.now(), 0.001)
+    first.retry.retry_done()
+    assert _in_flight(holder) == (0, 0)
+    assert holder.current is not None
+    assert holder.current.dump_clusters()["orders"]["circuit_breaker"]["retries_in_flight"] == 0
