@@ -120,6 +120,7 @@ class UpstreamCluster:
         self.breaker_rejections = 0
         self.budget_exhausted = 0
         self.rate_limited = 0
+        self.ejections_ignored = False  # every healthy endpoint is ejected: none applies
         self.limits = PoolLimits(
             config.name, config.breaker.max_connections, config.breaker.max_pending_requests
         )
@@ -282,8 +283,26 @@ class UpstreamCluster:
             event("circuit_breaker", service=self.name, state=new, previous=old, reason=why)
 
     def _apply_ejections(self) -> None:
+        """Take ejected endpoints out of rotation, unless that leaves none to call.
+
+        Ejection moves traffic, it cannot create capacity: when every healthy
+        endpoint is ejected (the others failing health checks), ejections are
+        ignored until one healthy endpoint is not ejected (Envoy's panic mode).
+        """
         ejected: frozenset[SlotKey] = frozenset(self.outlier.ejected())  # type: ignore[arg-type]
-        self.balancer.set_excluded(ejected)
+        ignored = bool(ejected) and all(
+            s.key in ejected
+            for s in self.balancer.slots
+            if s.endpoint.healthy and s.endpoint.weight > 0
+        )
+        if ignored and not self.ejections_ignored:
+            log.warning(
+                "outlier_ejections_ignored",
+                service=self.name,
+                reason="every healthy endpoint is ejected; calling them all until one returns",
+            )
+        self.ejections_ignored = ignored
+        self.balancer.set_excluded(frozenset() if ignored else ejected)
         for kind, key, why in self.outlier.drain_events():
             event = log.warning if kind == "ejected" else log.info
             instance, host, port = cast(SlotKey, key)
@@ -352,7 +371,10 @@ class UpstreamCluster:
             },
             "retry": dataclasses.asdict(config.retry),
             "retry_budget": {**self.budget.dump(now), "exhausted": self.budget_exhausted},
-            "outlier_detection": self.outlier.dump(now),
+            "outlier_detection": {
+                **self.outlier.dump(now),
+                "ejections_ignored": self.ejections_ignored,
+            },
             "rate_limits": self.rate_limits.dump(now) if self.rate_limits is not None else [],
             "methods": [dataclasses.asdict(m) for m in config.methods],
         }

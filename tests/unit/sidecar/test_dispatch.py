@@ -3,6 +3,7 @@ state kept across pushes. Time is a ManualClock; nothing sleeps."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -338,3 +339,49 @@ def test_retry_in_backoff_survives_a_push_that_drops_its_method() -> None:
     assert _in_flight(holder) == (0, 0)
     assert holder.current is not None
     assert holder.current.dump_clusters()["orders"]["circuit_breaker"]["retries_in_flight"] == 0
+
+
+def test_ejection_never_takes_the_last_healthy_endpoint() -> None:
+    """Outlier detection moves traffic; it must not turn a partial outage into a total
+    one when the other endpoints are failing their health checks (Envoy's panic)."""
+    clock = ManualClock(100.0)
+    outlier = OutlierConfig(consecutive_failures=2, max_ejection_percent=100)
+    breaker = BreakerConfig(enabled=False)
+    one_down = ClusterConfig(
+        "orders", endpoints=(ep("o1", 9001), ep("o2", 9002, False)), outlier=outlier,
+        breaker=breaker,
+    )  # fmt: skip
+    holder = holder_with(config(orders=one_down), clock)
+    dispatcher = UpstreamDispatcher(holder, "orders")
+    for _ in range(2):
+        chosen = pick(dispatcher)
+        assert chosen.done is not None
+        chosen.done(False, clock.now(), 0.001)
+    assert holder.current is not None
+    dump = {e["instance"]: e for e in holder.current.dump_clusters()["orders"]["endpoints"]}
+    assert dump["o1"]["ejected"]  # the detector did eject it...
+    assert pick(dispatcher).address == ("127.0.0.1", 9001)  # ...yet it still gets calls
+    assert holder.current.dump_clusters()["orders"]["outlier_detection"]["ejections_ignored"]
+
+
+def test_an_endpoint_ejected_before_the_others_go_unhealthy_still_serves() -> None:
+    clock = ManualClock(100.0)
+    outlier = OutlierConfig(consecutive_failures=2, max_ejection_percent=50)
+    breaker = BreakerConfig(enabled=False)
+    both = ClusterConfig(
+        "orders", endpoints=(ep("o1", 9001), ep("o2", 9002)), outlier=outlier, breaker=breaker
+    )
+    holder = holder_with(config(orders=both), clock)
+    dispatcher = UpstreamDispatcher(holder, "orders")
+    while True:
+        chosen = pick(dispatcher)
+        assert chosen.done is not None
+        failing = chosen.address[1] == 9001
+        chosen.done(not failing, clock.now(), 0.001)
+        assert holder.current is not None
+        dump = {e["instance"]: e for e in holder.current.dump_clusters()["orders"]["endpoints"]}
+        if dump["o1"]["ejected"]:
+            break
+    o2_down = dataclasses.replace(both, endpoints=(ep("o1", 9001), ep("o2", 9002, False)))
+    holder.apply(config("2", orders=o2_down), "control")
+    assert pick(dispatcher).address == ("127.0.0.1", 9001)
