@@ -328,12 +328,18 @@ class UpstreamCluster:
         ejected = self.outlier.ejected()
         candidates = [s for s in slots if s.endpoint.healthy and s.endpoint.weight > 0]
         if candidates and all(s.key in ejected for s in candidates):
-            why = self.outlier.why(candidates[0].key)
+            why = self.outlier.why(candidates[0].key, self._now())
             return (
                 f"all {len(candidates)} healthy endpoints ejected by outlier detection "
                 f"({candidates[0].endpoint.instance}: {why})"
             )
         if not candidates:
+            if unhealthy:
+                return (
+                    f"none healthy with a weight above 0 ({total} registered: "
+                    f"{len(unhealthy)} failing health checks, "
+                    f"{total - len(unhealthy)} with weight 0)"
+                )
             return f"none with a weight above 0 ({total} registered)"
         return "none available"
 

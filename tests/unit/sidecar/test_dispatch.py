@@ -385,3 +385,12 @@ def test_an_endpoint_ejected_before_the_others_go_unhealthy_still_serves() -> No
     o2_down = dataclasses.replace(both, endpoints=(ep("o1", 9001), ep("o2", 9002, False)))
     holder.apply(config("2", orders=o2_down), "control")
     assert pick(dispatcher).address == ("127.0.0.1", 9001)
+
+
+def test_no_endpoint_reason_names_both_unhealthy_and_zero_weight() -> None:
+    weighted_out = EndpointConfig("o2", "127.0.0.1", 9002, weight=0)
+    cluster = ClusterConfig("orders", endpoints=(ep("o1", 9001, False, "refused"), weighted_out))
+    with pytest.raises(NoRoute) as info:
+        pick(UpstreamDispatcher(holder_with(config(orders=cluster)), "orders"))
+    message = info.value.message
+    assert "1 failing health checks" in message and "1 with weight 0" in message, message
