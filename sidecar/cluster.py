@@ -170,6 +170,11 @@ class UpstreamCluster:
     def _build_routes(self) -> None:
         """Prebuild every slot's Pick per route, and the route retriers."""
         config = self.config
+        hashing = config.load_balancer.hash
+        self._hash_source_ip = hashing is not None and hashing.source_ip
+        self._hash_header = (
+            hashing.header.encode() if hashing is not None and not hashing.source_ip else None
+        )
         routes: list[tuple[float | None, RetryConfig]] = [(config.timeout, config.retry)]
         for method in config.methods:
             timeout = method.timeout if method.timeout is not None else config.timeout
@@ -216,12 +221,11 @@ class UpstreamCluster:
         return pick
 
     def _hash_key(self, headers: Sequence[Header], peer_ip: str) -> bytes | None:
-        hashing = self.config.load_balancer.hash
-        if hashing is None:
+        wanted = self._hash_header
+        if wanted is None:
+            if self._hash_source_ip:
+                return peer_ip.encode() if peer_ip else None
             return None
-        if hashing.source_ip:
-            return peer_ip.encode() if peer_ip else None
-        wanted = hashing.header.encode()
         for name, value in headers:
             if name == wanted:
                 return value
