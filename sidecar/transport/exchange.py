@@ -48,6 +48,8 @@ if TYPE_CHECKING:
 __all__ = ["DEADLINE_EXCEEDED", "UNAVAILABLE", "Downstream", "Exchange", "Opener", "Upstream"]
 
 DEADLINE_EXCEEDED = 4
+# A caller's cancel this close to the call's deadline is the caller timing out.
+CALLER_DEADLINE_SLACK = 0.05
 UNAVAILABLE = 14
 CANCEL = _CANCEL
 
@@ -331,8 +333,18 @@ class Exchange:
                 up.u_data(self, b"", True)  # type: ignore[union-attr]
 
     def down_reset(self) -> None:
-        """The caller cancelled: cancel upstream too (not the endpoint's failure)."""
-        self.finish(True)
+        """The caller cancelled: cancel upstream too.
+
+        A cancel is not the endpoint's failure, unless it is the caller giving up at
+        its deadline: a gRPC client resets the stream when its deadline passes, a
+        hair before the proxy's own timer for the same deadline would fire, so
+        counting that as a success would hide an endpoint that never answers from
+        the breaker and outlier detection.
+        """
+        deadline = self.deadline
+        self.finish(
+            not deadline or self.loop is None or self.loop.time() < deadline - CALLER_DEADLINE_SLACK
+        )
 
     # -- response direction (upstream -> downstream) --------------------------------
 

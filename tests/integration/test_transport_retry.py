@@ -733,3 +733,51 @@ class RawClient:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+def test_a_caller_timing_out_counts_against_the_endpoint_an_early_cancel_does_not() -> None:
+    """A gRPC client resets the stream when its deadline passes, often a hair before the
+    proxy's own timer for the same deadline: that is the endpoint not answering, not the
+    caller changing its mind. A cancel well before the deadline blames nobody."""
+
+    def never_answer(req: UpstreamRequest) -> None:
+        return None
+
+    async def cancel_after(client: RawClient, sid: int, seconds: float) -> None:
+        client.conn.send_headers(
+            sid,
+            [
+                (b":method", b"POST"),
+                (b":scheme", b"http"),
+                (b":path", b"/test.Echo/Unary"),
+                (b":authority", b"echo"),
+                (b"content-type", b"application/grpc"),
+                (b"te", b"trailers"),
+                (b"grpc-timeout", b"400m"),
+            ],
+        )
+        client.conn.send_data(sid, grpc_frame(b"x"), end_stream=True)
+        assert client.writer is not None
+        client.writer.write(client.conn.data_to_send())
+        await asyncio.sleep(seconds)
+        client.conn.reset_stream(sid, 8)  # CANCEL, as a client's deadline does
+        client.writer.write(client.conn.data_to_send())
+
+    async def scenario() -> None:
+        async with ScriptedUpstream(never_answer) as a:
+            setup = Setup(a.address, [], Retrier(max_attempts=1))
+            async with relay(setup) as (listener, _):
+                client = RawClient()
+                await client.connect(listener.address)
+                try:
+                    await cancel_after(client, 1, 0.39)  # the caller's deadline
+                    await cancel_after(client, 3, 0.05)  # the caller changed its mind
+                    for _ in range(100):
+                        if len(setup.dispatcher.done) == 2:
+                            break
+                        await asyncio.sleep(0.01)
+                finally:
+                    client.close()
+                assert setup.dispatcher.done == [False, True]
+
+    run(scenario)
