@@ -84,6 +84,10 @@ def render_results(report: dict[str, Any], server: str = "echo") -> str:
     return "\n".join(lines)
 
 
+def _spread(ratios: list[float] | None) -> str:
+    return f"{min(ratios):.0%} to {max(ratios):.0%}" if ratios else "-"
+
+
 def _policy_cost(rows: list[dict[str, Any]]) -> list[str]:
     """The full-policy pair next to skein-pair (defaults) and skein-pair-off."""
     if not rows:
@@ -92,15 +96,17 @@ def _policy_cost(rows: list[dict[str, Any]]) -> list[str]:
         "",
         "Policy pipeline cost (CPU: both sidecars of the pair together):",
         "",
-        "| c | policies rps | vs skein-pair | vs skein-pair-off | CPU µs/request policies "
-        "| skein-pair | skein-pair-off | added vs skein-pair | added vs off |",
+        "| c | policies rps | vs skein-pair (rounds) | vs skein-pair-off (rounds) "
+        "| CPU µs/request policies | skein-pair | skein-pair-off | added vs skein-pair "
+        "| added vs off |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         cpu = row["pair_cpu_us_per_request"]
         lines.append(
             f"| {row['concurrency']} | {_num(row['rps']['skein-pair-policies'], '.0f')} "
-            f"| {_num(row['rps_vs_pair'], '.1%')} | {_num(row['rps_vs_off'], '.1%')} "
+            f"| {_num(row['rps_vs_pair'], '.0%')} ({_spread(row.get('rounds_vs_pair'))}) "
+            f"| {_num(row['rps_vs_off'], '.0%')} ({_spread(row.get('rounds_vs_off'))}) "
             f"| {_num(cpu['skein-pair-policies'], '.0f')} | {_num(cpu['skein-pair'], '.0f')} "
             f"| {_num(cpu['skein-pair-off'], '.0f')} "
             f"| {_num(row['cpu_added_vs_pair_us'], '+.0f')} "

@@ -244,6 +244,9 @@ def policy_cost(cases: Sequence[Case], server: str) -> list[dict[str, Any]]:
                 "rps": rps,
                 "rps_vs_pair": _ratio(rps[PAIR_POLICIES], rps[PAIR]),
                 "rps_vs_off": _ratio(rps[PAIR_POLICIES], rps[PAIR_OFF]),
+                # each round's ratio: the paths ran back to back, so these show the noise
+                "rounds_vs_pair": _round_ratios(found[PAIR_POLICIES], found[PAIR]),
+                "rounds_vs_off": _round_ratios(found[PAIR_POLICIES], found[PAIR_OFF]),
                 "pair_cpu_us_per_request": cpu,
                 "cpu_added_vs_pair_us": _diff(cpu[PAIR_POLICIES], cpu[PAIR]),
                 "cpu_added_vs_off_us": _diff(cpu[PAIR_POLICIES], cpu[PAIR_OFF]),
@@ -251,6 +254,12 @@ def policy_cost(cases: Sequence[Case], server: str) -> list[dict[str, Any]]:
             }
         )
     return [_round(row) for row in rows]
+
+
+def _round_ratios(case: Case | None, base: Case | None) -> list[float]:
+    if case is None or base is None or len(case.rounds_rps) != len(base.rounds_rps):
+        return []
+    return [a / b for a, b in zip(case.rounds_rps, base.rounds_rps, strict=True) if b > 0]
 
 
 def _diff(a: float | None, b: float | None) -> float | None:
@@ -265,11 +274,17 @@ def format_policy_cost(rows: Sequence[dict[str, Any]]) -> str:
         lines.append(
             f"c={row['concurrency']}: policies {_fmt(row['rps'][PAIR_POLICIES], '.0f')} rps = "
             f"{_fmt(row['rps_vs_pair'], '.0%')} of skein-pair, "
-            f"{_fmt(row['rps_vs_off'], '.0%')} of skein-pair-off; pair CPU µs/request "
+            f"{_fmt(row['rps_vs_off'], '.0%')} of skein-pair-off (rounds: "
+            f"{_spread(row['rounds_vs_pair'])} and {_spread(row['rounds_vs_off'])}); "
+            "pair CPU µs/request "
             f"policies {_fmt(cpu[PAIR_POLICIES], '.0f')}, skein-pair {_fmt(cpu[PAIR], '.0f')}, "
             f"off {_fmt(cpu[PAIR_OFF], '.0f')}"
         )
     return "\n".join(lines)
+
+
+def _spread(ratios: Sequence[float]) -> str:
+    return f"{min(ratios):.0%}-{max(ratios):.0%}" if ratios else "-"
 
 
 def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
