@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from skein.v1 import resources_pb2 as skein_dot_v1_dot_resources__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18skein/v1/discovery.proto\x12\x08skein.v1\x1a\x18skein/v1/resources.proto\"\x97\x01\n\x04Node\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x10\n\x08instance\x18\x02 \x01(\t\x12*\n\x06labels\x18\x03 \x03(\x0b\x32\x1a.skein.v1.Node.LabelsEntry\x12\x11\n\tupstreams\x18\x04 \x03(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\",\n\x0b\x45rrorDetail\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x8b\x01\n\x10\x44iscoveryRequest\x12\x1c\n\x04node\x18\x01 \x01(\x0b\x32\x0e.skein.v1.Node\x12\x14\n\x0cversion_info\x18\x02 \x01(\t\x12\x16\n\x0eresponse_nonce\x18\x03 \x01(\t\x12+\n\x0c\x65rror_detail\x18\x04 \x01(\x0b\x32\x15.skein.v1.ErrorDetail\"\x8b\x01\n\x07\x43luster\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\"\n\x07service\x18\x02 \x01(\x0b\x32\x11.skein.v1.Service\x12\'\n\x06policy\x18\x03 \x01(\x0b\x32\x17.skein.v1.TrafficPolicy\x12%\n\tendpoints\x18\x04 \x03(\x0b\x32\x12.skein.v1.Endpoint\"^\n\x08Snapshot\x12#\n\x08\x63lusters\x18\x01 \x03(\x0b\x32\x11.skein.v1.Cluster\x12-\n\x0clocal_policy\x18\x02 \x01(\x0b\x32\x17.skein.v1.TrafficPolicy\"^\n\x11\x44iscoveryResponse\x12\x14\n\x0cversion_info\x18\x01 \x01(\t\x12\r\n\x05nonce\x18\x02 \x01(\t\x12$\n\x08snapshot\x18\x03 \x01(\x0b\x32\x12.skein.v1.Snapshot\"\xd0\x01\n\x0fRegisterRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x10\n\x08instance\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\x35\n\x06labels\x18\x04 \x03(\x0b\x32%.skein.v1.RegisterRequest.LabelsEntry\x12\x0e\n\x06weight\x18\x05 \x01(\r\x12\x13\n\x0bttl_seconds\x18\x06 \x01(\r\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"9\n\x10RegisterResponse\x12\x10\n\x08lease_id\x18\x01 \x01(\x03\x12\x13\n\x0bttl_seconds\x18\x02 \x01(\r\" \n\x0cRenewRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\x03\"$\n\rRenewResponse\x12\x13\n\x0bttl_seconds\x18\x01 \x01(\r\"H\n\x11\x44\x65registerRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\x03\x12\x0f\n\x07service\x18\x02 \x01(\t\x12\x10\n\x08instance\x18\x03 \x01(\t\"\x14\n\x12\x44\x65registerResponse\"\x81\x01\n\x13ReportHealthRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\x03\x12\x0f\n\x07service\x18\x02 \x01(\t\x12\x10\n\x08instance\x18\x03 \x01(\t\x12%\n\x06health\x18\x04 \x01(\x0e\x32\x15.skein.v1.HealthState\x12\x0e\n\x06reason\x18\x05 \x01(\t\"\x16\n\x14ReportHealthResponse2\xe7\x02\n\tDiscovery\x12\x45\n\x06Stream\x12\x1a.skein.v1.DiscoveryRequest\x1a\x1b.skein.v1.DiscoveryResponse(\x01\x30\x01\x12\x41\n\x08Register\x12\x19.skein.v1.RegisterRequest\x1a\x1a.skein.v1.RegisterResponse\x12\x38\n\x05Renew\x12\x16.skein.v1.RenewRequest\x1a\x17.skein.v1.RenewResponse\x12G\n\nDeregister\x12\x1b.skein.v1.DeregisterRequest\x1a\x1c.skein.v1.DeregisterResponse\x12M\n\x0cReportHealth\x12\x1d.skein.v1.ReportHealthRequest\x1a\x1e.skein.v1.ReportHealthResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18skein/v1/discovery.proto\x12\x08skein.v1\x1a\x18skein/v1/resources.proto\"\x97\x01\n\x04Node\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x10\n\x08instance\x18\x02 \x01(\t\x12*\n\x06labels\x18\x03 \x03(\x0b\x32\x1a.skein.v1.Node.LabelsEntry\x12\x11\n\tupstreams\x18\x04 \x03(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\",\n\x0b\x45rrorDetail\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x8b\x01\n\x10\x44iscoveryRequest\x12\x1c\n\x04node\x18\x01 \x01(\x0b\x32\x0e.skein.v1.Node\x12\x14\n\x0cversion_info\x18\x02 \x01(\t\x12\x16\n\x0eresponse_nonce\x18\x03 \x01(\t\x12+\n\x0c\x65rror_detail\x18\x04 \x01(\x0b\x32\x15.skein.v1.ErrorDetail\"\x8b\x01\n\x07\x43luster\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\"\n\x07service\x18\x02 \x01(\x0b\x32\x11.skein.v1.Service\x12\'\n\x06policy\x18\x03 \x01(\x0b\x32\x17.skein.v1.TrafficPolicy\x12%\n\tendpoints\x18\x04 \x03(\x0b\x32\x12.skein.v1.Endpoint\"\xd2\x01\n\x08Snapshot\x12#\n\x08\x63lusters\x18\x01 \x03(\x0b\x32\x11.skein.v1.Cluster\x12-\n\x0clocal_policy\x18\x02 \x01(\x0b\x32\x17.skein.v1.TrafficPolicy\x12\x34\n\rauthorization\x18\x03 \x03(\x0b\x32\x1d.skein.v1.AuthorizationPolicy\x12\"\n\x08\x61pi_keys\x18\x04 \x03(\x0b\x32\x10.skein.v1.ApiKey\x12\x18\n\x10trust_bundle_pem\x18\x05 \x01(\t\"^\n\x11\x44iscoveryResponse\x12\x14\n\x0cversion_info\x18\x01 \x01(\t\x12\r\n\x05nonce\x18\x02 \x01(\t\x12$\n\x08snapshot\x18\x03 \x01(\x0b\x32\x12.skein.v1.Snapshot\"\xd0\x01\n\x0fRegisterRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x10\n\x08instance\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\x35\n\x06labels\x18\x04 \x03(\x0b\x32%.skein.v1.RegisterRequest.LabelsEntry\x12\x0e\n\x06weight\x18\x05 \x01(\r\x12\x13\n\x0bttl_seconds\x18\x06 \x01(\r\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"9\n\x10RegisterResponse\x12\x10\n\x08lease_id\x18\x01 \x01(\x03\x12\x13\n\x0bttl_seconds\x18\x02 \x01(\r\" \n\x0cRenewRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\x03\"$\n\rRenewResponse\x12\x13\n\x0bttl_seconds\x18\x01 \x01(\r\"H\n\x11\x44\x65registerRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\x03\x12\x0f\n\x07service\x18\x02 \x01(\t\x12\x10\n\x08instance\x18\x03 \x01(\t\"\x14\n\x12\x44\x65registerResponse\"\x81\x01\n\x13ReportHealthRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\x03\x12\x0f\n\x07service\x18\x02 \x01(\t\x12\x10\n\x08instance\x18\x03 \x01(\t\x12%\n\x06health\x18\x04 \x01(\x0e\x32\x15.skein.v1.HealthState\x12\x0e\n\x06reason\x18\x05 \x01(\t\"\x16\n\x14ReportHealthResponse2\xe7\x02\n\tDiscovery\x12\x45\n\x06Stream\x12\x1a.skein.v1.DiscoveryRequest\x1a\x1b.skein.v1.DiscoveryResponse(\x01\x30\x01\x12\x41\n\x08Register\x12\x19.skein.v1.RegisterRequest\x1a\x1a.skein.v1.RegisterResponse\x12\x38\n\x05Renew\x12\x16.skein.v1.RenewRequest\x1a\x17.skein.v1.RenewResponse\x12G\n\nDeregister\x12\x1b.skein.v1.DeregisterRequest\x1a\x1c.skein.v1.DeregisterResponse\x12M\n\x0cReportHealth\x12\x1d.skein.v1.ReportHealthRequest\x1a\x1e.skein.v1.ReportHealthResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,28 +46,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DISCOVERYREQUEST']._serialized_end=404
   _globals['_CLUSTER']._serialized_start=407
   _globals['_CLUSTER']._serialized_end=546
-  _globals['_SNAPSHOT']._serialized_start=548
-  _globals['_SNAPSHOT']._serialized_end=642
-  _globals['_DISCOVERYRESPONSE']._serialized_start=644
-  _globals['_DISCOVERYRESPONSE']._serialized_end=738
-  _globals['_REGISTERREQUEST']._serialized_start=741
-  _globals['_REGISTERREQUEST']._serialized_end=949
+  _globals['_SNAPSHOT']._serialized_start=549
+  _globals['_SNAPSHOT']._serialized_end=759
+  _globals['_DISCOVERYRESPONSE']._serialized_start=761
+  _globals['_DISCOVERYRESPONSE']._serialized_end=855
+  _globals['_REGISTERREQUEST']._serialized_start=858
+  _globals['_REGISTERREQUEST']._serialized_end=1066
   _globals['_REGISTERREQUEST_LABELSENTRY']._serialized_start=171
   _globals['_REGISTERREQUEST_LABELSENTRY']._serialized_end=216
-  _globals['_REGISTERRESPONSE']._serialized_start=951
-  _globals['_REGISTERRESPONSE']._serialized_end=1008
-  _globals['_RENEWREQUEST']._serialized_start=1010
-  _globals['_RENEWREQUEST']._serialized_end=1042
-  _globals['_RENEWRESPONSE']._serialized_start=1044
-  _globals['_RENEWRESPONSE']._serialized_end=1080
-  _globals['_DEREGISTERREQUEST']._serialized_start=1082
-  _globals['_DEREGISTERREQUEST']._serialized_end=1154
-  _globals['_DEREGISTERRESPONSE']._serialized_start=1156
-  _globals['_DEREGISTERRESPONSE']._serialized_end=1176
-  _globals['_REPORTHEALTHREQUEST']._serialized_start=1179
-  _globals['_REPORTHEALTHREQUEST']._serialized_end=1308
-  _globals['_REPORTHEALTHRESPONSE']._serialized_start=1310
-  _globals['_REPORTHEALTHRESPONSE']._serialized_end=1332
-  _globals['_DISCOVERY']._serialized_start=1335
-  _globals['_DISCOVERY']._serialized_end=1694
+  _globals['_REGISTERRESPONSE']._serialized_start=1068
+  _globals['_REGISTERRESPONSE']._serialized_end=1125
+  _globals['_RENEWREQUEST']._serialized_start=1127
+  _globals['_RENEWREQUEST']._serialized_end=1159
+  _globals['_RENEWRESPONSE']._serialized_start=1161
+  _globals['_RENEWRESPONSE']._serialized_end=1197
+  _globals['_DEREGISTERREQUEST']._serialized_start=1199
+  _globals['_DEREGISTERREQUEST']._serialized_end=1271
+  _globals['_DEREGISTERRESPONSE']._serialized_start=1273
+  _globals['_DEREGISTERRESPONSE']._serialized_end=1293
+  _globals['_REPORTHEALTHREQUEST']._serialized_start=1296
+  _globals['_REPORTHEALTHREQUEST']._serialized_end=1425
+  _globals['_REPORTHEALTHRESPONSE']._serialized_start=1427
+  _globals['_REPORTHEALTHRESPONSE']._serialized_end=1449
+  _globals['_DISCOVERY']._serialized_start=1452
+  _globals['_DISCOVERY']._serialized_end=1811
 # @@protoc_insertion_point(module_scope)

@@ -59,12 +59,18 @@ class Cluster(_message.Message):
     def __init__(self, name: _Optional[str] = ..., service: _Optional[_Union[_resources_pb2.Service, _Mapping]] = ..., policy: _Optional[_Union[_resources_pb2.TrafficPolicy, _Mapping]] = ..., endpoints: _Optional[_Iterable[_Union[_resources_pb2.Endpoint, _Mapping]]] = ...) -> None: ...
 
 class Snapshot(_message.Message):
-    __slots__ = ("clusters", "local_policy")
+    __slots__ = ("clusters", "local_policy", "authorization", "api_keys", "trust_bundle_pem")
     CLUSTERS_FIELD_NUMBER: _ClassVar[int]
     LOCAL_POLICY_FIELD_NUMBER: _ClassVar[int]
+    AUTHORIZATION_FIELD_NUMBER: _ClassVar[int]
+    API_KEYS_FIELD_NUMBER: _ClassVar[int]
+    TRUST_BUNDLE_PEM_FIELD_NUMBER: _ClassVar[int]
     clusters: _containers.RepeatedCompositeFieldContainer[Cluster]
     local_policy: _resources_pb2.TrafficPolicy
-    def __init__(self, clusters: _Optional[_Iterable[_Union[Cluster, _Mapping]]] = ..., local_policy: _Optional[_Union[_resources_pb2.TrafficPolicy, _Mapping]] = ...) -> None: ...
+    authorization: _containers.RepeatedCompositeFieldContainer[_resources_pb2.AuthorizationPolicy]
+    api_keys: _containers.RepeatedCompositeFieldContainer[_resources_pb2.ApiKey]
+    trust_bundle_pem: str
+    def __init__(self, clusters: _Optional[_Iterable[_Union[Cluster, _Mapping]]] = ..., local_policy: _Optional[_Union[_resources_pb2.TrafficPolicy, _Mapping]] = ..., authorization: _Optional[_Iterable[_Union[_resources_pb2.AuthorizationPolicy, _Mapping]]] = ..., api_keys: _Optional[_Iterable[_Union[_resources_pb2.ApiKey, _Mapping]]] = ..., trust_bundle_pem: _Optional[str] = ...) -> None: ...
 
 class DiscoveryResponse(_message.Message):
     __slots__ = ("version_info", "nonce", "snapshot")

@@ -26,7 +26,7 @@ from skein.v1 import discovery_pb2 as skein_dot_v1_dot_discovery__pb2
 from skein.v1 import resources_pb2 as skein_dot_v1_dot_resources__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17skein/v1/operator.proto\x12\x08skein.v1\x1a\x18skein/v1/discovery.proto\x1a\x18skein/v1/resources.proto\"F\n\x0c\x41pplyRequest\x12%\n\tresources\x18\x01 \x03(\x0b\x32\x12.skein.v1.Resource\x12\x0f\n\x07\x64ry_run\x18\x02 \x01(\x08\"9\n\x0b\x41pplyResult\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\"H\n\rApplyResponse\x12&\n\x07results\x18\x01 \x03(\x0b\x32\x15.skein.v1.ApplyResult\x12\x0f\n\x07version\x18\x02 \x01(\x03\"(\n\nGetRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"4\n\x0bGetResponse\x12%\n\tresources\x18\x01 \x03(\x0b\x32\x12.skein.v1.Resource\"+\n\rDeleteRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"!\n\x0e\x44\x65leteResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\"\x0f\n\rStatusRequest\"\xc2\x01\n\rSidecarStatus\x12\x1c\n\x04node\x18\x01 \x01(\x0b\x32\x0e.skein.v1.Node\x12\x0f\n\x07\x63ontrol\x18\x02 \x01(\t\x12\x15\n\racked_version\x18\x03 \x01(\t\x12\x17\n\x0fsynced_revision\x18\x04 \x01(\x03\x12\x14\n\x0cnack_version\x18\x05 \x01(\t\x12\x12\n\nnack_error\x18\x06 \x01(\t\x12\x14\n\x0c\x63onnected_at\x18\x07 \x01(\x01\x12\x12\n\nupdated_at\x18\x08 \x01(\x01\"M\n\x0eStatusResponse\x12)\n\x08sidecars\x18\x01 \x03(\x0b\x32\x17.skein.v1.SidecarStatus\x12\x10\n\x08revision\x18\x02 \x01(\x03\x32\xf2\x01\n\x08Operator\x12\x38\n\x05\x41pply\x12\x16.skein.v1.ApplyRequest\x1a\x17.skein.v1.ApplyResponse\x12\x32\n\x03Get\x12\x14.skein.v1.GetRequest\x1a\x15.skein.v1.GetResponse\x12;\n\x06\x44\x65lete\x12\x17.skein.v1.DeleteRequest\x1a\x18.skein.v1.DeleteResponse\x12;\n\x06Status\x12\x17.skein.v1.StatusRequest\x1a\x18.skein.v1.StatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17skein/v1/operator.proto\x12\x08skein.v1\x1a\x18skein/v1/discovery.proto\x1a\x18skein/v1/resources.proto\"F\n\x0c\x41pplyRequest\x12%\n\tresources\x18\x01 \x03(\x0b\x32\x12.skein.v1.Resource\x12\x0f\n\x07\x64ry_run\x18\x02 \x01(\x08\"9\n\x0b\x41pplyResult\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\"H\n\rApplyResponse\x12&\n\x07results\x18\x01 \x03(\x0b\x32\x15.skein.v1.ApplyResult\x12\x0f\n\x07version\x18\x02 \x01(\x03\"(\n\nGetRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"4\n\x0bGetResponse\x12%\n\tresources\x18\x01 \x03(\x0b\x32\x12.skein.v1.Resource\"+\n\rDeleteRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"!\n\x0e\x44\x65leteResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\"\x0f\n\rStatusRequest\"\xc2\x01\n\rSidecarStatus\x12\x1c\n\x04node\x18\x01 \x01(\x0b\x32\x0e.skein.v1.Node\x12\x0f\n\x07\x63ontrol\x18\x02 \x01(\t\x12\x15\n\racked_version\x18\x03 \x01(\t\x12\x17\n\x0fsynced_revision\x18\x04 \x01(\x03\x12\x14\n\x0cnack_version\x18\x05 \x01(\t\x12\x12\n\nnack_error\x18\x06 \x01(\t\x12\x14\n\x0c\x63onnected_at\x18\x07 \x01(\x01\x12\x12\n\nupdated_at\x18\x08 \x01(\x01\"M\n\x0eStatusResponse\x12)\n\x08sidecars\x18\x01 \x03(\x0b\x32\x17.skein.v1.SidecarStatus\x12\x10\n\x08revision\x18\x02 \x01(\x03\"\x87\x01\n\nAuditEntry\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12\x0c\n\x04time\x18\x02 \x01(\x01\x12\x11\n\tprincipal\x18\x03 \x01(\t\x12\x0c\n\x04role\x18\x04 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x05 \x01(\t\x12\x0c\n\x04kind\x18\x06 \x01(\t\x12\x0c\n\x04name\x18\x07 \x01(\t\x12\x0c\n\x04\x64iff\x18\x08 \x01(\t\"5\n\x0c\x41uditRequest\x12\x16\n\x0esince_revision\x18\x01 \x01(\x03\x12\r\n\x05limit\x18\x02 \x01(\r\"6\n\rAuditResponse\x12%\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x14.skein.v1.AuditEntry\"4\n\x13\x43reateApiKeyRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"4\n\x14\x43reateApiKeyResponse\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\"#\n\x13RevokeApiKeyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\'\n\x14RevokeApiKeyResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\x32\xca\x03\n\x08Operator\x12\x38\n\x05\x41udit\x12\x16.skein.v1.AuditRequest\x1a\x17.skein.v1.AuditResponse\x12M\n\x0c\x43reateApiKey\x12\x1d.skein.v1.CreateApiKeyRequest\x1a\x1e.skein.v1.CreateApiKeyResponse\x12M\n\x0cRevokeApiKey\x12\x1d.skein.v1.RevokeApiKeyRequest\x1a\x1e.skein.v1.RevokeApiKeyResponse\x12\x38\n\x05\x41pply\x12\x16.skein.v1.ApplyRequest\x1a\x17.skein.v1.ApplyResponse\x12\x32\n\x03Get\x12\x14.skein.v1.GetRequest\x1a\x15.skein.v1.GetResponse\x12;\n\x06\x44\x65lete\x12\x17.skein.v1.DeleteRequest\x1a\x18.skein.v1.DeleteResponse\x12;\n\x06Status\x12\x17.skein.v1.StatusRequest\x1a\x18.skein.v1.StatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -53,6 +53,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SIDECARSTATUS']._serialized_end=682
   _globals['_STATUSRESPONSE']._serialized_start=684
   _globals['_STATUSRESPONSE']._serialized_end=761
-  _globals['_OPERATOR']._serialized_start=764
-  _globals['_OPERATOR']._serialized_end=1006
+  _globals['_AUDITENTRY']._serialized_start=764
+  _globals['_AUDITENTRY']._serialized_end=899
+  _globals['_AUDITREQUEST']._serialized_start=901
+  _globals['_AUDITREQUEST']._serialized_end=954
+  _globals['_AUDITRESPONSE']._serialized_start=956
+  _globals['_AUDITRESPONSE']._serialized_end=1010
+  _globals['_CREATEAPIKEYREQUEST']._serialized_start=1012
+  _globals['_CREATEAPIKEYREQUEST']._serialized_end=1064
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=1066
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=1118
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=1120
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=1155
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=1157
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=1196
+  _globals['_OPERATOR']._serialized_start=1199
+  _globals['_OPERATOR']._serialized_end=1657
 # @@protoc_insertion_point(module_scope)

@@ -34,6 +34,21 @@ class OperatorStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.Audit = channel.unary_unary(
+                '/skein.v1.Operator/Audit',
+                request_serializer=skein_dot_v1_dot_operator__pb2.AuditRequest.SerializeToString,
+                response_deserializer=skein_dot_v1_dot_operator__pb2.AuditResponse.FromString,
+                _registered_method=True)
+        self.CreateApiKey = channel.unary_unary(
+                '/skein.v1.Operator/CreateApiKey',
+                request_serializer=skein_dot_v1_dot_operator__pb2.CreateApiKeyRequest.SerializeToString,
+                response_deserializer=skein_dot_v1_dot_operator__pb2.CreateApiKeyResponse.FromString,
+                _registered_method=True)
+        self.RevokeApiKey = channel.unary_unary(
+                '/skein.v1.Operator/RevokeApiKey',
+                request_serializer=skein_dot_v1_dot_operator__pb2.RevokeApiKeyRequest.SerializeToString,
+                response_deserializer=skein_dot_v1_dot_operator__pb2.RevokeApiKeyResponse.FromString,
+                _registered_method=True)
         self.Apply = channel.unary_unary(
                 '/skein.v1.Operator/Apply',
                 request_serializer=skein_dot_v1_dot_operator__pb2.ApplyRequest.SerializeToString,
@@ -58,6 +73,24 @@ class OperatorStub:
 
 class OperatorServicer:
     """Missing associated documentation comment in .proto file."""
+
+    def Audit(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateApiKey(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeApiKey(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
     def Apply(self, request, context):
         """Missing associated documentation comment in .proto file."""
@@ -86,6 +119,21 @@ class OperatorServicer:
 
 def add_OperatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'Audit': grpc.unary_unary_rpc_method_handler(
+                    servicer.Audit,
+                    request_deserializer=skein_dot_v1_dot_operator__pb2.AuditRequest.FromString,
+                    response_serializer=skein_dot_v1_dot_operator__pb2.AuditResponse.SerializeToString,
+            ),
+            'CreateApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateApiKey,
+                    request_deserializer=skein_dot_v1_dot_operator__pb2.CreateApiKeyRequest.FromString,
+                    response_serializer=skein_dot_v1_dot_operator__pb2.CreateApiKeyResponse.SerializeToString,
+            ),
+            'RevokeApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeApiKey,
+                    request_deserializer=skein_dot_v1_dot_operator__pb2.RevokeApiKeyRequest.FromString,
+                    response_serializer=skein_dot_v1_dot_operator__pb2.RevokeApiKeyResponse.SerializeToString,
+            ),
             'Apply': grpc.unary_unary_rpc_method_handler(
                     servicer.Apply,
                     request_deserializer=skein_dot_v1_dot_operator__pb2.ApplyRequest.FromString,
@@ -116,6 +164,87 @@ def add_OperatorServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class Operator:
     """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def Audit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/skein.v1.Operator/Audit',
+            skein_dot_v1_dot_operator__pb2.AuditRequest.SerializeToString,
+            skein_dot_v1_dot_operator__pb2.AuditResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/skein.v1.Operator/CreateApiKey',
+            skein_dot_v1_dot_operator__pb2.CreateApiKeyRequest.SerializeToString,
+            skein_dot_v1_dot_operator__pb2.CreateApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/skein.v1.Operator/RevokeApiKey',
+            skein_dot_v1_dot_operator__pb2.RevokeApiKeyRequest.SerializeToString,
+            skein_dot_v1_dot_operator__pb2.RevokeApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def Apply(request,

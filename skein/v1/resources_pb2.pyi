@@ -49,6 +49,18 @@ class Direction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INBOUND: _ClassVar[Direction]
     OUTBOUND: _ClassVar[Direction]
 
+class MtlsMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MTLS_MODE_UNSPECIFIED: _ClassVar[MtlsMode]
+    PERMISSIVE: _ClassVar[MtlsMode]
+    STRICT: _ClassVar[MtlsMode]
+
+class AuthorizationAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    AUTHORIZATION_ACTION_UNSPECIFIED: _ClassVar[AuthorizationAction]
+    ALLOW: _ClassVar[AuthorizationAction]
+    DENY: _ClassVar[AuthorizationAction]
+
 class HealthState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     HEALTH_STATE_UNSPECIFIED: _ClassVar[HealthState]
@@ -78,6 +90,12 @@ HEADER: RateLimitScope
 DIRECTION_UNSPECIFIED: Direction
 INBOUND: Direction
 OUTBOUND: Direction
+MTLS_MODE_UNSPECIFIED: MtlsMode
+PERMISSIVE: MtlsMode
+STRICT: MtlsMode
+AUTHORIZATION_ACTION_UNSPECIFIED: AuthorizationAction
+ALLOW: AuthorizationAction
+DENY: AuthorizationAction
 HEALTH_STATE_UNSPECIFIED: HealthState
 HEALTHY: HealthState
 UNHEALTHY: HealthState
@@ -281,7 +299,7 @@ class TrafficPolicy(_message.Message):
     def __init__(self, metadata: _Optional[_Union[ObjectMeta, _Mapping]] = ..., spec: _Optional[_Union[TrafficPolicySpec, _Mapping]] = ...) -> None: ...
 
 class TrafficPolicySpec(_message.Message):
-    __slots__ = ("service", "load_balancer", "timeout", "retry", "retry_budget", "circuit_breaker", "outlier_detection", "health_check", "rate_limits", "methods")
+    __slots__ = ("service", "load_balancer", "timeout", "retry", "retry_budget", "circuit_breaker", "outlier_detection", "health_check", "rate_limits", "methods", "mtls", "jwt", "api_keys")
     SERVICE_FIELD_NUMBER: _ClassVar[int]
     LOAD_BALANCER_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_FIELD_NUMBER: _ClassVar[int]
@@ -292,6 +310,9 @@ class TrafficPolicySpec(_message.Message):
     HEALTH_CHECK_FIELD_NUMBER: _ClassVar[int]
     RATE_LIMITS_FIELD_NUMBER: _ClassVar[int]
     METHODS_FIELD_NUMBER: _ClassVar[int]
+    MTLS_FIELD_NUMBER: _ClassVar[int]
+    JWT_FIELD_NUMBER: _ClassVar[int]
+    API_KEYS_FIELD_NUMBER: _ClassVar[int]
     service: str
     load_balancer: LoadBalancer
     timeout: _duration_pb2.Duration
@@ -302,7 +323,115 @@ class TrafficPolicySpec(_message.Message):
     health_check: HealthCheck
     rate_limits: _containers.RepeatedCompositeFieldContainer[RateLimit]
     methods: _containers.RepeatedCompositeFieldContainer[MethodPolicy]
-    def __init__(self, service: _Optional[str] = ..., load_balancer: _Optional[_Union[LoadBalancer, _Mapping]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., retry_budget: _Optional[_Union[RetryBudget, _Mapping]] = ..., circuit_breaker: _Optional[_Union[CircuitBreaker, _Mapping]] = ..., outlier_detection: _Optional[_Union[OutlierDetection, _Mapping]] = ..., health_check: _Optional[_Union[HealthCheck, _Mapping]] = ..., rate_limits: _Optional[_Iterable[_Union[RateLimit, _Mapping]]] = ..., methods: _Optional[_Iterable[_Union[MethodPolicy, _Mapping]]] = ...) -> None: ...
+    mtls: MtlsMode
+    jwt: _containers.RepeatedCompositeFieldContainer[JwtRule]
+    api_keys: ApiKeyAuth
+    def __init__(self, service: _Optional[str] = ..., load_balancer: _Optional[_Union[LoadBalancer, _Mapping]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., retry_budget: _Optional[_Union[RetryBudget, _Mapping]] = ..., circuit_breaker: _Optional[_Union[CircuitBreaker, _Mapping]] = ..., outlier_detection: _Optional[_Union[OutlierDetection, _Mapping]] = ..., health_check: _Optional[_Union[HealthCheck, _Mapping]] = ..., rate_limits: _Optional[_Iterable[_Union[RateLimit, _Mapping]]] = ..., methods: _Optional[_Iterable[_Union[MethodPolicy, _Mapping]]] = ..., mtls: _Optional[_Union[MtlsMode, str]] = ..., jwt: _Optional[_Iterable[_Union[JwtRule, _Mapping]]] = ..., api_keys: _Optional[_Union[ApiKeyAuth, _Mapping]] = ...) -> None: ...
+
+class JwtRule(_message.Message):
+    __slots__ = ("issuer", "audiences", "jwks_file", "jwks_uri", "jwks_refresh", "clock_skew", "header", "forward_claims", "required")
+    class ForwardClaimsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ISSUER_FIELD_NUMBER: _ClassVar[int]
+    AUDIENCES_FIELD_NUMBER: _ClassVar[int]
+    JWKS_FILE_FIELD_NUMBER: _ClassVar[int]
+    JWKS_URI_FIELD_NUMBER: _ClassVar[int]
+    JWKS_REFRESH_FIELD_NUMBER: _ClassVar[int]
+    CLOCK_SKEW_FIELD_NUMBER: _ClassVar[int]
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    FORWARD_CLAIMS_FIELD_NUMBER: _ClassVar[int]
+    REQUIRED_FIELD_NUMBER: _ClassVar[int]
+    issuer: str
+    audiences: _containers.RepeatedScalarFieldContainer[str]
+    jwks_file: str
+    jwks_uri: str
+    jwks_refresh: _duration_pb2.Duration
+    clock_skew: _duration_pb2.Duration
+    header: str
+    forward_claims: _containers.ScalarMap[str, str]
+    required: bool
+    def __init__(self, issuer: _Optional[str] = ..., audiences: _Optional[_Iterable[str]] = ..., jwks_file: _Optional[str] = ..., jwks_uri: _Optional[str] = ..., jwks_refresh: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., clock_skew: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., header: _Optional[str] = ..., forward_claims: _Optional[_Mapping[str, str]] = ..., required: _Optional[bool] = ...) -> None: ...
+
+class ApiKeyAuth(_message.Message):
+    __slots__ = ("header", "required")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    REQUIRED_FIELD_NUMBER: _ClassVar[int]
+    header: str
+    required: bool
+    def __init__(self, header: _Optional[str] = ..., required: _Optional[bool] = ...) -> None: ...
+
+class AuthorizationPolicy(_message.Message):
+    __slots__ = ("metadata", "spec")
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    metadata: ObjectMeta
+    spec: AuthorizationPolicySpec
+    def __init__(self, metadata: _Optional[_Union[ObjectMeta, _Mapping]] = ..., spec: _Optional[_Union[AuthorizationPolicySpec, _Mapping]] = ...) -> None: ...
+
+class AuthorizationPolicySpec(_message.Message):
+    __slots__ = ("service", "action", "rules")
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    RULES_FIELD_NUMBER: _ClassVar[int]
+    service: str
+    action: AuthorizationAction
+    rules: _containers.RepeatedCompositeFieldContainer[AuthorizationRule]
+    def __init__(self, service: _Optional[str] = ..., action: _Optional[_Union[AuthorizationAction, str]] = ..., rules: _Optional[_Iterable[_Union[AuthorizationRule, _Mapping]]] = ...) -> None: ...
+
+class AuthorizationRule(_message.Message):
+    __slots__ = ("sources", "paths", "http_methods", "headers", "claims", "api_keys")
+    class HeadersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class ClaimsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    SOURCES_FIELD_NUMBER: _ClassVar[int]
+    PATHS_FIELD_NUMBER: _ClassVar[int]
+    HTTP_METHODS_FIELD_NUMBER: _ClassVar[int]
+    HEADERS_FIELD_NUMBER: _ClassVar[int]
+    CLAIMS_FIELD_NUMBER: _ClassVar[int]
+    API_KEYS_FIELD_NUMBER: _ClassVar[int]
+    sources: _containers.RepeatedScalarFieldContainer[str]
+    paths: _containers.RepeatedScalarFieldContainer[str]
+    http_methods: _containers.RepeatedScalarFieldContainer[str]
+    headers: _containers.ScalarMap[str, str]
+    claims: _containers.ScalarMap[str, str]
+    api_keys: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, sources: _Optional[_Iterable[str]] = ..., paths: _Optional[_Iterable[str]] = ..., http_methods: _Optional[_Iterable[str]] = ..., headers: _Optional[_Mapping[str, str]] = ..., claims: _Optional[_Mapping[str, str]] = ..., api_keys: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ApiKey(_message.Message):
+    __slots__ = ("metadata", "spec")
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    metadata: ObjectMeta
+    spec: ApiKeySpec
+    def __init__(self, metadata: _Optional[_Union[ObjectMeta, _Mapping]] = ..., spec: _Optional[_Union[ApiKeySpec, _Mapping]] = ...) -> None: ...
+
+class ApiKeySpec(_message.Message):
+    __slots__ = ("service", "sha256", "created_at", "revoked")
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_FIELD_NUMBER: _ClassVar[int]
+    service: str
+    sha256: str
+    created_at: float
+    revoked: bool
+    def __init__(self, service: _Optional[str] = ..., sha256: _Optional[str] = ..., created_at: _Optional[float] = ..., revoked: _Optional[bool] = ...) -> None: ...
 
 class Endpoint(_message.Message):
     __slots__ = ("metadata", "spec")
@@ -327,11 +456,13 @@ class EndpointSpec(_message.Message):
     def __init__(self, service: _Optional[str] = ..., address: _Optional[str] = ..., weight: _Optional[int] = ..., health: _Optional[_Union[HealthState, str]] = ..., health_reason: _Optional[str] = ...) -> None: ...
 
 class Resource(_message.Message):
-    __slots__ = ("service", "traffic_policy", "endpoint")
+    __slots__ = ("service", "traffic_policy", "endpoint", "authorization_policy")
     SERVICE_FIELD_NUMBER: _ClassVar[int]
     TRAFFIC_POLICY_FIELD_NUMBER: _ClassVar[int]
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    AUTHORIZATION_POLICY_FIELD_NUMBER: _ClassVar[int]
     service: Service
     traffic_policy: TrafficPolicy
     endpoint: Endpoint
-    def __init__(self, service: _Optional[_Union[Service, _Mapping]] = ..., traffic_policy: _Optional[_Union[TrafficPolicy, _Mapping]] = ..., endpoint: _Optional[_Union[Endpoint, _Mapping]] = ...) -> None: ...
+    authorization_policy: AuthorizationPolicy
+    def __init__(self, service: _Optional[_Union[Service, _Mapping]] = ..., traffic_policy: _Optional[_Union[TrafficPolicy, _Mapping]] = ..., endpoint: _Optional[_Union[Endpoint, _Mapping]] = ..., authorization_policy: _Optional[_Union[AuthorizationPolicy, _Mapping]] = ...) -> None: ...
