@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import grpc
 
 from control.admin import ControlAdmin
+from control.auth import Authorizer, OperatorTable, load_operators
 from control.cache import SnapshotCache
 from control.discovery import DiscoveryService
 from control.mirror import Mirror
@@ -65,6 +66,7 @@ class ControlOptions:
     lease_ttl: int = 10
     coalesce: float = 0.002
     coalesce_max: float = 0.1
+    operators: OperatorTable | None = None  # None: the operator API is open
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -113,6 +115,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="but at most this long after the first event of a burst (default 100)",
     )
     parser.add_argument(
+        "--operators",
+        default=None,
+        metavar="FILE",
+        help="YAML list of {name, role, token_sha256}: operator calls then need a bearer "
+        "token of a listed operator (default: the operator API is open to anyone)",
+    )
+    parser.add_argument(
         "--log-level", default="info", choices=("debug", "info", "warning", "error")
     )
 
@@ -140,6 +149,7 @@ def options_from_args(args: argparse.Namespace) -> ControlOptions:
         lease_ttl=args.lease_ttl,
         coalesce=args.coalesce_ms / 1000,
         coalesce_max=args.coalesce_max_ms / 1000,
+        operators=load_operators(args.operators) if args.operators else None,
     )
 
 
@@ -212,7 +222,8 @@ async def serve(options: ControlOptions) -> int:
         coalesce=options.coalesce,
         coalesce_max=options.coalesce_max,
     )
-    operator = OperatorService(store, layout, metrics, lambda: mirror.config_revision)
+    authorizer = Authorizer(options.operators)
+    operator = OperatorService(store, layout, metrics, lambda: mirror.config_revision, authorizer)
     server.add_generic_rpc_handlers((discovery.handlers(), operator.handlers()))
     watcher = MirrorWatcher(store, layout, mirror, discovery.mirror_changed, metrics)
 
@@ -245,6 +256,17 @@ async def serve(options: ControlOptions) -> int:
         etcd=",".join(format_hostport(e) for e in options.etcd),
         prefix=options.prefix,
     )
+    if options.operators is None:
+        log.warning(
+            "the operator API is unauthenticated: anyone who can reach it can change the mesh",
+            fix="start control with --operators FILE (see `skein operator-token hash`)",
+        )
+    else:
+        log.info(
+            "operator API requires tokens",
+            operators=len(options.operators.by_digest),
+            file=options.operators.source,
+        )
     try:
         await store.revision()
     except (StoreUnavailableError, StoreError) as err:

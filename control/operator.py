@@ -1,4 +1,4 @@
-"""The Operator service: Apply (with dry-run), Get, Delete, Status.
+"""The Operator service: Apply (with dry-run), Get, Delete, Status, Audit, API keys.
 
 Apply validates every resource before touching etcd and then writes all of
 them in one transaction conditional on the mod_revisions it read, so the
@@ -6,20 +6,31 @@ reported actions are exactly what happened (all or nothing). A resource
 carrying metadata.version is also conditional on it (ConflictError ->
 ABORTED). Reads go to etcd, not the mirror, so an operator reads its own
 writes through any replica.
+
+Every call first passes `Authorizer.authorize` (viewer for reads, operator
+for changes); a refused call touches nothing. Every accepted change writes
+its audit entry in the same transaction as the change (control.audit).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import secrets
+import time
 from collections.abc import Callable
 from typing import Any
 
 import grpc
 from google.protobuf import json_format  # type: ignore[import-untyped]
 
+from control import audit
+from control.auth import Authorizer, Principal, Role
 from control.stats import ControlMetrics
 from control.store import EtcdStore, KeyLayout, KeyValue, TxnOp
 from skein.config import (
+    KINDS,
+    check_name,
     kind_message_class,
     make_resource,
     parse_kind,
@@ -29,14 +40,16 @@ from skein.config import (
 )
 from skein.errors import ConfigError, ConflictError, NotFoundError, SkeinError
 from skein.logging import get_logger
-from skein.v1 import operator_pb2
+from skein.v1 import operator_pb2, resources_pb2
 
-__all__ = ["OperatorService", "check_policy_targets", "encode_resource"]
+__all__ = ["API_KEY_KIND", "OperatorService", "check_policy_targets", "encode_resource"]
 
 log = get_logger("control.operator")
 
 _MAX_ATTEMPTS = 3
 _CONFIG_KINDS = ("Service", "TrafficPolicy")  # stored kinds the mirror turns into snapshots
+API_KEY_KIND = "ApiKey"
+_API_KEY_PREFIX = "sk_"
 
 
 def encode_resource(message: Any) -> bytes:
@@ -102,11 +115,13 @@ class OperatorService:
         layout: KeyLayout,
         metrics: ControlMetrics,
         config_revision: Callable[[], int] = _no_revision,
+        authorizer: Authorizer | None = None,
     ) -> None:
         self.store = store
         self.layout = layout
         self.metrics = metrics
         self.config_revision = config_revision
+        self.auth = authorizer or Authorizer(None)
 
     def handlers(self) -> grpc.GenericRpcHandler:
         def unary(fn: Any, req: Any, resp: Any) -> grpc.RpcMethodHandler:
@@ -119,6 +134,17 @@ class OperatorService:
             "Get": unary(self.Get, operator_pb2.GetRequest, operator_pb2.GetResponse),
             "Delete": unary(self.Delete, operator_pb2.DeleteRequest, operator_pb2.DeleteResponse),
             "Status": unary(self.Status, operator_pb2.StatusRequest, operator_pb2.StatusResponse),
+            "Audit": unary(self.Audit, operator_pb2.AuditRequest, operator_pb2.AuditResponse),
+            "CreateApiKey": unary(
+                self.CreateApiKey,
+                operator_pb2.CreateApiKeyRequest,
+                operator_pb2.CreateApiKeyResponse,
+            ),
+            "RevokeApiKey": unary(
+                self.RevokeApiKey,
+                operator_pb2.RevokeApiKeyRequest,
+                operator_pb2.RevokeApiKeyResponse,
+            ),
         }
         return grpc.method_handlers_generic_handler("skein.v1.Operator", methods)
 
@@ -185,7 +211,9 @@ class OperatorService:
                 targets[self.layout.parse(kv.key).name] = message.spec.service
         return revision, targets
 
-    async def _apply(self, items: list[tuple[str, Any]], dry_run: bool) -> Any:
+    async def _apply(
+        self, items: list[tuple[str, Any]], dry_run: bool, principal: Principal
+    ) -> Any:
         for _attempt in range(_MAX_ATTEMPTS):
             results = operator_pb2.ApplyResponse()
             expect: dict[bytes, int] = {}
@@ -218,6 +246,18 @@ class OperatorService:
                 expect[key] = mod
                 if action != "unchanged":
                     ops.append(TxnOp(key, value))
+                    before = stored.value if stored else None
+                    ops.append(
+                        audit.record(
+                            self.layout,
+                            principal,
+                            "apply",
+                            kind,
+                            message.metadata.name,
+                            before,
+                            value,
+                        )
+                    )
             if dry_run or not ops:
                 return results
             ok, revision = await self.store.txn(expect, ops, unchanged_since=guards)
@@ -227,9 +267,10 @@ class OperatorService:
         raise ConflictError("the resources kept changing while applying; try again")
 
     async def Apply(self, req: Any, context: grpc.aio.ServicerContext) -> Any:
+        principal = await self.auth.authorize(context, Role.OPERATOR)
         try:
             items = self._check(req.resources)
-            response = await self._apply(items, req.dry_run)
+            response = await self._apply(items, req.dry_run, principal)
         except SkeinError as err:
             self.metrics.applies.labels("error").inc()
             await self._abort(context, err)
@@ -238,6 +279,7 @@ class OperatorService:
         if not req.dry_run:
             log.info(
                 "applied",
+                principal=principal.name,
                 version=response.version,
                 results=[f"{r.kind}/{r.name} {r.action}" for r in response.results],
             )
@@ -264,8 +306,15 @@ class OperatorService:
         return out
 
     async def Get(self, req: Any, context: grpc.aio.ServicerContext) -> Any:
+        await self.auth.authorize(context, Role.VIEWER)
         try:
             kind = parse_kind(req.kind)
+            if kind not in KINDS:
+                raise ConfigError(
+                    "kind",
+                    f"{kind} is not read with Get: it is made by its own calls (`skein apikey "
+                    "create|revoke`) and every change to it shows in `skein audit`",
+                )
             found = [
                 m
                 for _kv, m in await self._list(kind)
@@ -279,25 +328,37 @@ class OperatorService:
         found.sort(key=lambda m: (m.metadata.name, getattr(m.spec, "service", "")))
         return operator_pb2.GetResponse(resources=[make_resource(kind, m) for m in found])
 
+    async def _delete(self, kind: str, name: str, principal: Principal) -> int:
+        """Delete and log in one txn conditional on what was read; returns the revision."""
+        for _attempt in range(_MAX_ATTEMPTS):
+            if kind == "Endpoint":
+                found = [kv for kv, m in await self._list(kind) if m.metadata.name == name]
+            else:
+                stored = await self.store.get(self.layout.resource(kind, name))
+                found = [stored] if stored is not None else []
+            if not found:
+                raise NotFoundError(f"{kind}/{name} not found; nothing deleted")
+            ops = [TxnOp(kv.key) for kv in found]
+            ops += [
+                audit.record(self.layout, principal, "delete", kind, name, kv.value, None)
+                for kv in found
+            ]
+            ok, revision = await self.store.txn({kv.key: kv.mod_revision for kv in found}, ops)
+            if ok:
+                return revision
+        raise ConflictError(f"{kind}/{name} kept changing while deleting; try again")
+
     async def Delete(self, req: Any, context: grpc.aio.ServicerContext) -> Any:
+        principal = await self.auth.authorize(context, Role.OPERATOR)
         try:
             kind = parse_kind(req.kind)
             if not req.name:
                 raise ConfigError("name", "required: the name of the resource to delete")
-            if kind == "Endpoint":
-                keys = [kv.key for kv, m in await self._list(kind) if m.metadata.name == req.name]
-            else:
-                keys = [self.layout.resource(kind, req.name)]
-            deleted = revision = 0
-            for key in keys:
-                count, revision = await self.store.delete(key)
-                deleted += count
-            if not deleted:
-                raise NotFoundError(f"{kind}/{req.name} not found; nothing deleted")
+            revision = await self._delete(kind, req.name, principal)
         except SkeinError as err:
             await self._abort(context, err)
             raise AssertionError("unreachable") from None
-        log.info("deleted", kind=kind, name=req.name, version=revision)
+        log.info("deleted", kind=kind, name=req.name, version=revision, principal=principal.name)
         return operator_pb2.DeleteResponse(version=revision)
 
     # -- Status ----------------------------------------------------------
@@ -315,6 +376,7 @@ class OperatorService:
         return max(self.config_revision(), *newest)
 
     async def Status(self, req: Any, context: grpc.aio.ServicerContext) -> Any:
+        await self.auth.authorize(context, Role.VIEWER)
         try:
             _rev, kvs = await self.store.range_prefix(self.layout.status.encode())
             revision = await self._config_revision()
@@ -330,3 +392,97 @@ class OperatorService:
                 continue
             response.sidecars.append(record)
         return response
+
+    # -- Audit -----------------------------------------------------------
+
+    async def Audit(self, req: Any, context: grpc.aio.ServicerContext) -> Any:
+        await self.auth.authorize(context, Role.VIEWER)
+        try:
+            entries = await audit.read_entries(
+                self.store, self.layout, req.since_revision, req.limit
+            )
+        except SkeinError as err:
+            await self._abort(context, err)
+            raise AssertionError("unreachable") from None
+        return operator_pb2.AuditResponse(entries=entries)
+
+    # -- API keys --------------------------------------------------------
+
+    async def CreateApiKey(self, req: Any, context: grpc.aio.ServicerContext) -> Any:
+        """Store the key's digest only; the key itself is in the response and nowhere else."""
+        principal = await self.auth.authorize(context, Role.OPERATOR)
+        try:
+            check_name(req.service, "service")
+            check_name(req.name, "name")
+            key = _API_KEY_PREFIX + secrets.token_urlsafe(32)
+            message = resources_pb2.ApiKey()
+            message.metadata.name = req.name
+            message.spec.service = req.service
+            message.spec.sha256 = hashlib.sha256(key.encode()).hexdigest()
+            message.spec.created_at = time.time()
+            value = encode_resource(message)
+            where = self.layout.resource(API_KEY_KIND, req.name)
+            ops = [
+                TxnOp(where, value),
+                audit.record(
+                    self.layout, principal, "apikey-create", API_KEY_KIND, req.name, None, value
+                ),
+            ]
+            ok, revision = await self.store.txn({where: 0}, ops)
+        except SkeinError as err:
+            await self._abort(context, err)
+            raise AssertionError("unreachable") from None
+        if not ok:
+            await context.abort(
+                grpc.StatusCode.ALREADY_EXISTS,
+                f"ApiKey/{req.name} already exists; choose another name (a revoked key's "
+                "name stays taken)",
+            )
+        log.info(
+            "api key created",
+            name=req.name,
+            service=req.service,
+            version=revision,
+            principal=principal.name,
+        )
+        return operator_pb2.CreateApiKeyResponse(key=key, version=revision)
+
+    async def _revoke_api_key(self, name: str, principal: Principal) -> int:
+        where = self.layout.resource(API_KEY_KIND, name)
+        for _attempt in range(_MAX_ATTEMPTS):
+            stored = await self.store.get(where)
+            if stored is None:
+                raise NotFoundError(f"ApiKey/{name} not found; nothing revoked")
+            message = resources_pb2.ApiKey()
+            try:
+                json_format.Parse(stored.value, message, ignore_unknown_fields=True)
+            except (json_format.ParseError, ValueError):
+                raise ConfigError(
+                    "name", f"ApiKey/{name}: the stored value does not parse"
+                ) from None
+            if message.spec.revoked:
+                return stored.mod_revision
+            message.spec.revoked = True
+            value = encode_resource(message)
+            record = audit.record(
+                self.layout, principal, "apikey-revoke", API_KEY_KIND, name, stored.value, value
+            )
+            ok, revision = await self.store.txn(
+                {where: stored.mod_revision}, [TxnOp(where, value), record]
+            )
+            if ok:
+                return revision
+        raise ConflictError(f"ApiKey/{name} kept changing while revoking; try again")
+
+    async def RevokeApiKey(self, req: Any, context: grpc.aio.ServicerContext) -> Any:
+        """Mark the key revoked (kept, so its name is not reused); revoking twice is a no-op."""
+        principal = await self.auth.authorize(context, Role.OPERATOR)
+        try:
+            if not req.name:
+                raise ConfigError("name", "required: the name of the API key to revoke")
+            revision = await self._revoke_api_key(req.name, principal)
+        except SkeinError as err:
+            await self._abort(context, err)
+            raise AssertionError("unreachable") from None
+        log.info("api key revoked", name=req.name, version=revision, principal=principal.name)
+        return operator_pb2.RevokeApiKeyResponse(version=revision)
