@@ -52,7 +52,8 @@ def _client(args: argparse.Namespace) -> OperatorClient:
         addresses: list[HostPort] = parse_hostport_list(raw, flag=source)
     except ConfigError as err:
         raise UsageError(f"{err}; example: --control 127.0.0.1:15010,10.0.0.2:15010") from None
-    return OperatorClient(addresses, connect_timeout=args.connect_timeout)
+    token = args.token or os.environ.get("SKEIN_TOKEN") or None
+    return OperatorClient(addresses, connect_timeout=args.connect_timeout, token=token)
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
@@ -150,6 +151,81 @@ def cmd_wait(args: argparse.Namespace) -> int:
     return 0
 
 
+def _format_audit_table(entries: Sequence[Any], with_diff: bool) -> str:
+    import datetime
+
+    header = ("REVISION", "TIME", "PRINCIPAL", "ROLE", "ACTION", "RESOURCE")
+    rows = [
+        (
+            str(e.revision),
+            datetime.datetime.fromtimestamp(e.time, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            e.principal,
+            e.role,
+            e.action,
+            f"{e.kind}/{e.name}",
+        )
+        for e in entries
+    ]
+    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
+    lines = []
+    for index, row in enumerate((header, *rows)):
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        if with_diff and index and entries[index - 1].diff:
+            lines.extend("    " + d for d in entries[index - 1].diff.splitlines())
+    return "\n".join(lines)
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    import json
+
+    from google.protobuf import json_format  # type: ignore[import-untyped]
+
+    if not 1 <= args.limit <= 10_000:
+        raise UsageError(f"--limit must be 1-10000, got {args.limit}")
+    with _client(args) as client:
+        response = client.audit(args.since_revision, args.limit)
+    entries = list(response.entries)
+    if args.output == "json":
+        docs = [json_format.MessageToDict(e, preserving_proto_field_name=True) for e in entries]
+        print(json.dumps(docs, indent=2))
+    elif not entries:
+        print("no audit entries")
+    else:
+        print(_format_audit_table(entries, args.diff))
+    return 0
+
+
+def cmd_apikey_create(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        response = client.create_api_key(args.service, args.name)
+    print(f"apikey/{args.name} created for service {args.service}")
+    print(f"key {response.key}")
+    print("the key is shown once: only its SHA-256 is stored")
+    print(f"version {response.version}")
+    return 0
+
+
+def cmd_apikey_revoke(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        response = client.revoke_api_key(args.name)
+    print(f"apikey/{args.name} revoked")
+    print(f"version {response.version}")
+    return 0
+
+
+def cmd_operator_token_hash(args: argparse.Namespace) -> int:
+    from control.auth import Role, hash_token, new_token
+
+    try:
+        role = Role.parse(args.role)
+    except ConfigError as err:
+        raise UsageError(str(err)) from None
+    token = new_token()
+    print(f"# token for {args.name} (give it to them; it is stored nowhere): {token}")
+    print(f"- {{name: {args.name}, role: {role.label}, token_sha256: {hash_token(token)}}}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     # The demo lives in the source tree; a console script does not put the
     # working directory on sys.path, so add it when it holds the examples.
@@ -210,6 +286,11 @@ def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
         metavar="S",
         help="seconds to wait for a connection to each replica",
     )
+    api.add_argument(
+        "--token",
+        metavar="TOKEN",
+        help="operator token, sent as a bearer token on every call (env SKEIN_TOKEN)",
+    )
 
     p = sub.add_parser("apply", parents=[api], help="create or update resources from manifests")
     p.add_argument(
@@ -249,6 +330,36 @@ def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
     )
     p.add_argument("--timeout", type=_positive, default=60.0, metavar="S")
     p.set_defaults(run=cmd_wait)
+
+    p = sub.add_parser("audit", parents=[api], help="who changed what, newest last")
+    p.add_argument(
+        "--since-revision",
+        type=int,
+        default=0,
+        metavar="REV",
+        help="only changes after this store revision",
+    )
+    p.add_argument("--limit", type=int, default=100, metavar="N", help="at most N, the newest")
+    p.add_argument("--diff", action="store_true", help="show each change's diff (table output)")
+    p.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    p.set_defaults(run=cmd_audit)
+
+    apikey = sub.add_parser("apikey", help="API keys that open a service to its callers")
+    keys = apikey.add_subparsers(dest="apikey_command", metavar="ACTION", required=True)
+    p = keys.add_parser("create", parents=[api], help="make a key; it is printed once")
+    p.add_argument("--service", required=True, help="the service the key opens")
+    p.add_argument("name", help="a name for the key (lowercase DNS label)")
+    p.set_defaults(run=cmd_apikey_create)
+    p = keys.add_parser("revoke", parents=[api], help="revoke a key (its name stays taken)")
+    p.add_argument("name")
+    p.set_defaults(run=cmd_apikey_revoke)
+
+    optoken = sub.add_parser("operator-token", help="tokens for control's --operators file")
+    optok = optoken.add_subparsers(dest="operator_token_command", metavar="ACTION", required=True)
+    p = optok.add_parser("hash", help="print a new random token and its operators-file line")
+    p.add_argument("--name", default="alice", help="operator name (default alice)")
+    p.add_argument("--role", default="operator", help="viewer, operator or admin")
+    p.set_defaults(run=cmd_operator_token_hash)
 
     p = sub.add_parser("demo", help="run the example shop with live traffic")
     p.add_argument(

@@ -8,6 +8,8 @@ Invariants:
 - Every failure surfaces as one typed error: `ControlUnreachableError` when no
   replica answered (with every address and why), `OperatorCallError` when a
   replica answered with an error status (with its code and message).
+- With a token, every call carries `authorization: Bearer <token>`;
+  UNAUTHENTICATED and PERMISSION_DENIED are answers, not reasons to fail over.
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ class OperatorClient:
         *,
         connect_timeout: float = 3.0,
         call_timeout: float = 30.0,
+        token: str | None = None,
     ) -> None:
         if not addresses:
             raise ValueError("at least one control address is needed")
@@ -84,6 +87,10 @@ class OperatorClient:
         self._call_timeout = call_timeout
         self._channels: dict[str, grpc.Channel] = {}
         self._preferred = 0  # index of the replica that answered last
+        # Sent on every call when set: the control daemon's --operators file knows its digest.
+        self.metadata: tuple[tuple[str, str], ...] = (
+            (("authorization", f"Bearer {token}"),) if token else ()
+        )
 
     @property
     def targets(self) -> list[str]:
@@ -129,28 +136,53 @@ class OperatorClient:
     ) -> operator_pb2.ApplyResponse:
         request = operator_pb2.ApplyRequest(resources=list(resources), dry_run=dry_run)
         response: operator_pb2.ApplyResponse = self._call(
-            lambda stub, timeout: stub.Apply(request, timeout=timeout)
+            lambda stub, timeout: stub.Apply(request, timeout=timeout, metadata=self.metadata)
         )
         return response
 
     def get(self, kind: str, name: str = "") -> operator_pb2.GetResponse:
         request = operator_pb2.GetRequest(kind=kind, name=name)
         response: operator_pb2.GetResponse = self._call(
-            lambda stub, timeout: stub.Get(request, timeout=timeout)
+            lambda stub, timeout: stub.Get(request, timeout=timeout, metadata=self.metadata)
         )
         return response
 
     def delete(self, kind: str, name: str) -> operator_pb2.DeleteResponse:
         request = operator_pb2.DeleteRequest(kind=kind, name=name)
         response: operator_pb2.DeleteResponse = self._call(
-            lambda stub, timeout: stub.Delete(request, timeout=timeout)
+            lambda stub, timeout: stub.Delete(request, timeout=timeout, metadata=self.metadata)
         )
         return response
 
     def status(self) -> operator_pb2.StatusResponse:
         request = operator_pb2.StatusRequest()
         response: operator_pb2.StatusResponse = self._call(
-            lambda stub, timeout: stub.Status(request, timeout=timeout)
+            lambda stub, timeout: stub.Status(request, timeout=timeout, metadata=self.metadata)
+        )
+        return response
+
+    def audit(self, since_revision: int = 0, limit: int = 0) -> operator_pb2.AuditResponse:
+        request = operator_pb2.AuditRequest(since_revision=since_revision, limit=limit)
+        response: operator_pb2.AuditResponse = self._call(
+            lambda stub, timeout: stub.Audit(request, timeout=timeout, metadata=self.metadata)
+        )
+        return response
+
+    def create_api_key(self, service: str, name: str) -> operator_pb2.CreateApiKeyResponse:
+        request = operator_pb2.CreateApiKeyRequest(service=service, name=name)
+        response: operator_pb2.CreateApiKeyResponse = self._call(
+            lambda stub, timeout: stub.CreateApiKey(
+                request, timeout=timeout, metadata=self.metadata
+            )
+        )
+        return response
+
+    def revoke_api_key(self, name: str) -> operator_pb2.RevokeApiKeyResponse:
+        request = operator_pb2.RevokeApiKeyRequest(name=name)
+        response: operator_pb2.RevokeApiKeyResponse = self._call(
+            lambda stub, timeout: stub.RevokeApiKey(
+                request, timeout=timeout, metadata=self.metadata
+            )
         )
         return response
 
