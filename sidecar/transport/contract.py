@@ -76,6 +76,8 @@ class Pick:
     `retry`: asked after a failed attempt; None means never retry.
     `delay`: start the call after this many seconds (rate-limit shaping).
     `limits`: the cluster's connection limits (None: unlimited).
+    `headers`: a header block to send instead of the one received (inbound
+    auth forwarding verified claims); None: the received block.
     """
 
     cluster: str
@@ -85,6 +87,7 @@ class Pick:
     retry: Retrier | None = None
     delay: float = 0.0
     limits: PoolLimits | None = None
+    headers: Sequence[tuple[bytes, bytes]] | None = None
 
 
 class Retrier(Protocol):

@@ -6,6 +6,9 @@ once, with `retry-after` (and, for gRPC, `grpc-retry-pushback-ms`) when it
 carries one; a pick with a delay starts after it, its deadline running.
 
 Shared by the HTTP/2 and HTTP/1.1 front ends so both behave the same.
+With mesh TLS on the listener, every request's `x-forwarded-client-cert` is
+replaced before routing: a caller can not forge one, and a TLS caller's
+verified SPIFFE ID reaches the app as `By=<own id>;URI=<caller id>`.
 A dispatcher that fails unexpectedly is a bug in routing, but must not take
 the listener down: the caller gets INTERNAL (500) naming the failure.
 """
@@ -13,16 +16,19 @@ the listener down: the caller gets INTERNAL (500) naming the failure.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 import structlog
 
 from sidecar.accesslog import AccessLog
+from sidecar.tls.identity import XFCC, xfcc_value
+from sidecar.tls.store import InboundTls
 from sidecar.transport.contract import Dispatcher, NoRoute
 from sidecar.transport.deadline import GrpcTimeoutError, effective_timeout, parse_grpc_timeout
 from sidecar.transport.exchange import Exchange
 from sidecar.transport.flush import flush_dirty
-from sidecar.transport.headers import RequestHead
+from sidecar.transport.headers import Header, RequestHead
 from sidecar.transport.retrying import arm_per_try
 from sidecar.transport.stats import RelayMetrics
 from sidecar.transport.upstream import UpstreamPool
@@ -36,7 +42,7 @@ _INTERNAL = 13
 class StreamStarter:
     """Routes new exchanges for one listener."""
 
-    __slots__ = ("_loop", "access", "dispatcher", "metrics", "name", "no_route", "pool")
+    __slots__ = ("_loop", "access", "dispatcher", "metrics", "name", "no_route", "pool", "tls")
 
     def __init__(
         self,
@@ -45,8 +51,10 @@ class StreamStarter:
         pool: UpstreamPool,
         metrics: RelayMetrics | None,
         access: AccessLog | None = None,
+        tls: InboundTls | None = None,
     ) -> None:
         self.name = name
+        self.tls = tls
         self.access = access
         self.dispatcher = dispatcher
         self.pool = pool
@@ -59,6 +67,8 @@ class StreamStarter:
         loop = ex.loop = self._loop
         now = ex.started_at = ex.attempt_at = loop.time()
         ex.access = self.access
+        if self.tls is not None:
+            _forward_identity(ex, self.tls.own_id)
         try:
             pick = self.dispatcher.pick(
                 head.authority.decode("latin-1"), head.path.decode("latin-1"), ex.headers, peer_ip
@@ -73,6 +83,8 @@ class StreamStarter:
             return
         ex.cluster = pick.cluster
         ex.pick = pick
+        if pick.headers is not None:
+            _replace_headers(ex, pick.headers)
         ex.done_cb = pick.done
         ex.pool = self.pool
         ex.attempts = 1
@@ -101,6 +113,32 @@ class StreamStarter:
         if retry is not None and retry.per_try_timeout is not None:
             arm_per_try(ex, now, retry.per_try_timeout)
         self.pool.open(ex)  # ex.launch(now), inlined: this runs for every call
+
+
+def _forward_identity(ex: Exchange, own_id: str) -> None:
+    """Drop any x-forwarded-client-cert the caller sent; add ours for a TLS caller."""
+    headers = ex.headers
+    peer_id: str = getattr(ex.down, "peer_id", "")
+    has_xfcc = False
+    for name, _ in headers:
+        if name == XFCC:
+            has_xfcc = True
+            break
+    if not has_xfcc and not peer_id:
+        return
+    kept = [h for h in headers if h[0] != XFCC]
+    if peer_id:
+        kept.append((XFCC, xfcc_value(own_id, peer_id)))
+    if has_xfcc and ex.timeout_index >= 0:
+        ex.timeout_index = next(i for i, h in enumerate(kept) if h[0] == b"grpc-timeout")
+    ex.headers = kept
+
+
+def _replace_headers(ex: Exchange, headers: Sequence[Header]) -> None:
+    """Send the dispatcher's header block (inbound auth added claims); re-find grpc-timeout."""
+    ex.headers = headers
+    if ex.timeout_index >= 0:
+        ex.timeout_index = next((i for i, h in enumerate(headers) if h[0] == b"grpc-timeout"), -1)
 
 
 def peer_ip_of(transport: Any) -> str:

@@ -65,6 +65,7 @@ class H2Downstream(asyncio.Protocol):
         self.goaway_last = 0
         self.requests = 0
         self.peer_ip = ""
+        self.peer_id = ""  # the caller's verified SPIFFE ID (mesh TLS), else ""
 
     # -- asyncio.Protocol ------------------------------------------------------------
 

@@ -63,6 +63,7 @@ class H1Downstream(asyncio.Protocol):
         self._current: Exchange | None = None
         self._sid = 0
         self.peer_ip = ""
+        self.peer_id = ""  # the caller's verified SPIFFE ID (mesh TLS), else ""
 
     # -- asyncio.Protocol ------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Pooled HTTP/2 (h2c) client connections to upstream addresses.
+"""Pooled HTTP/2 client connections to upstream addresses (h2c, or mesh TLS).
 
 Invariants:
 - streams are multiplexed: a new connection is opened only when every
@@ -14,18 +14,26 @@ Invariants:
   `writes`) goes to `Exchange.up_unsent` instead: it can not have had effects;
 - with PoolLimits, `connections` counts this pool's open connections of the
   cluster (each released once, when it closes) and `pending` the calls in a
-  `waiting` list; a call that would exceed either fails fast, naming the limit.
+  `waiting` list; a call that would exceed either fails fast, naming the limit;
+- with mesh TLS (`tls(cluster)` gives a context and the SPIFFE ID expected),
+  a connection is TLS 1.3 and serves calls only once the server's verified
+  certificate names that ID; otherwise every call it carried fails as a
+  connect failure naming both IDs. `retire_tls()` (certificate rotation) takes
+  TLS connections out of rotation: their streams finish, new calls connect
+  with the new certificate.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+import ssl
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
 
+from sidecar.tls.identity import spiffe_id_of
 from sidecar.transport.contract import FAIL_CONNECT, FAIL_RESET, Pick, PoolLimits
 from sidecar.transport.exchange import UNAVAILABLE, Exchange
 from sidecar.transport.flush import flush_dirty, mark_dirty_turn, write_queued
@@ -58,6 +66,9 @@ HANDSHAKE_TIMEOUT = 10.0
 # lower advertised limit wait on the connection for a slot.
 _ASSUMED_MAX_STREAMS = 1000
 
+# A cluster's client TLS: the context and the peer SPIFFE ID required; None: plaintext.
+ClientTls = Callable[[str], "tuple[ssl.SSLContext, str] | None"]
+
 
 class UpstreamConnection(asyncio.Protocol):
     """One h2c client connection; carries many exchanges."""
@@ -68,8 +79,10 @@ class UpstreamConnection(asyncio.Protocol):
         address: tuple[str, int],
         loop: asyncio.AbstractEventLoop,
         limits: PoolLimits | None = None,
+        tls: tuple[ssl.SSLContext, str] | None = None,
     ) -> None:
         self.pool = pool
+        self.tls = tls
         self.limits = limits  # counted in limits.connections until released
         self.loop = loop  # held: asyncio.get_running_loop() costs a getpid() per call
         self.address = address
@@ -162,7 +175,20 @@ class UpstreamConnection(asyncio.Protocol):
         host, port = self.address
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
-                await loop.create_connection(lambda: self, host, port)
+                if self.tls is None:
+                    await loop.create_connection(lambda: self, host, port)
+                else:
+                    await loop.create_connection(
+                        lambda: self, host, port, ssl=self.tls[0], server_hostname=""
+                    )
+        except ssl.SSLError as exc:
+            reason = getattr(exc, "verify_message", "") or exc.reason or str(exc)
+            self._fail_all(
+                f"upstream {self.label}: TLS handshake failed: {reason} (is the peer a mesh "
+                "sidecar with a certificate from this mesh's CA?)",
+                FAIL_CONNECT,
+            )
+            flush_dirty()
         except (OSError, TimeoutError) as exc:
             reason = str(exc) or type(exc).__name__
             self._fail_all(f"upstream {self.label}: connect failed: {reason}", FAIL_CONNECT)
@@ -208,6 +234,8 @@ class UpstreamConnection(asyncio.Protocol):
     # -- asyncio.Protocol ------------------------------------------------------------
 
     def connection_made(self, transport: Any) -> None:
+        if self.tls is not None and not self._peer_verified(transport):
+            return
         self.transport = transport
         if self.closed:
             transport.close()
@@ -288,6 +316,21 @@ class UpstreamConnection(asyncio.Protocol):
         flush_dirty()
 
     # -- internals -------------------------------------------------------------------
+
+    def _peer_verified(self, transport: Any) -> bool:
+        """The server's certificate names the service we meant to call (else fail all)."""
+        expected = self.tls[1] if self.tls is not None else ""
+        got = spiffe_id_of(transport.get_extra_info("peercert"))
+        if got == expected:
+            return True
+        _log.warning("upstream_identity_mismatch", upstream=self.label, expected=expected, got=got)
+        self._fail_all(
+            f"upstream {self.label}: server identity {got or '(none)'} is not {expected}",
+            FAIL_CONNECT,
+        )
+        transport.close()
+        flush_dirty()
+        return False
 
     def flush(self) -> None:
         if write_queued(self.transport, self.h2):
@@ -403,13 +446,19 @@ class UpstreamPool:
     """Upstream connections by address, shared by every listener of a sidecar."""
 
     def __init__(
-        self, *, metrics: Any = None, handshake_timeout: float = HANDSHAKE_TIMEOUT
+        self,
+        *,
+        metrics: Any = None,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT,
+        tls: ClientTls | None = None,
     ) -> None:
         """`handshake_timeout`: seconds a new connection may take to send its SETTINGS;
-        after that its calls fail UNAVAILABLE and it is closed."""
+        after that its calls fail UNAVAILABLE and it is closed. `tls`: mesh TLS
+        per cluster (asked once per new connection)."""
         if not handshake_timeout > 0:
             raise ValueError(f"handshake_timeout must be > 0 seconds, got {handshake_timeout!r}")
         self.metrics = metrics
+        self.tls = tls
         self.handshake_timeout = handshake_timeout
         self._by_address: dict[tuple[str, int], list[UpstreamConnection]] = {}
         self._all: set[UpstreamConnection] = set()
@@ -450,7 +499,8 @@ class UpstreamPool:
         if conns is None:
             conns = self._by_address[address] = []
         loop = asyncio.get_running_loop()
-        conn = UpstreamConnection(self, address, loop, limits)
+        tls = self.tls(pick.cluster) if self.tls is not None else None
+        conn = UpstreamConnection(self, address, loop, limits, tls)
         conns.append(conn)
         self._all.add(conn)
         conn.open(ex)
@@ -467,6 +517,15 @@ class UpstreamPool:
                 del self._by_address[conn.address]
         if conn.closed and not conn.streams:
             self._all.discard(conn)
+
+    def retire_tls(self) -> None:
+        """New certificate: TLS connections finish their streams; new calls reconnect."""
+        for conn in list(self._all):
+            if conn.tls is not None and not conn.going_away:
+                conn.going_away = True
+                self._forget(conn)
+                if not conn.streams and not conn.waiting:
+                    conn.close()
 
     def stats(self) -> dict[str, Any]:
         """Connections and streams per upstream address, for the admin page."""
