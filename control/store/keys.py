@@ -4,6 +4,9 @@
     <prefix>endpoints/<service>/<instance>   JSON of the Endpoint message, under a lease
     <prefix>status/<instance>                JSON of SidecarStatus, under the lease of the
                                              control replica holding the sidecar's stream
+    <prefix>ca/current                       JSON of the issuing CA (key encrypted, PKCS#8)
+    <prefix>ca/bundle                        PEM of every trusted CA certificate
+    <prefix>tokens/<id>                      JSON of a join token (sha256 of its secret)
 
 `<Kind>` is the canonical kind (`Service`, `TrafficPolicy`); readers accept any
 spelling `parse_kind` accepts, so hand-written keys still load. A resource's
@@ -35,7 +38,16 @@ class ParsedKey:
 class KeyLayout:
     """Builds and parses keys; bytes because etcd keys are bytes."""
 
-    __slots__ = ("endpoints", "prefix", "resources", "status")
+    __slots__ = (
+        "ca",
+        "ca_bundle",
+        "ca_current",
+        "endpoints",
+        "prefix",
+        "resources",
+        "status",
+        "tokens",
+    )
 
     def __init__(self, prefix: str = DEFAULT_PREFIX) -> None:
         if not prefix.endswith("/"):
@@ -44,6 +56,10 @@ class KeyLayout:
         self.resources = f"{prefix}resources/"
         self.endpoints = f"{prefix}endpoints/"
         self.status = f"{prefix}status/"
+        self.ca = f"{prefix}ca/".encode()
+        self.ca_current = f"{prefix}ca/current".encode()
+        self.ca_bundle = f"{prefix}ca/bundle".encode()
+        self.tokens = f"{prefix}tokens/".encode()
 
     def resource(self, kind: str, name: str) -> bytes:
         return f"{self.resources}{kind}/{name}".encode()
@@ -56,6 +72,9 @@ class KeyLayout:
 
     def status_key(self, instance: str) -> bytes:
         return f"{self.status}{instance}".encode()
+
+    def token(self, token_id: str) -> bytes:
+        return self.tokens + token_id.encode()
 
     def parse(self, key: bytes) -> ParsedKey:
         text = key.decode("utf-8", "replace")
