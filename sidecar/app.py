@@ -6,6 +6,10 @@ first config is applied (from control or the disk cache). SIGTERM/SIGINT:
 report not ready, deregister (the endpoint leaves every caller at once),
 close listeners gracefully, exit 0. Control or etcd trouble never stops the
 daemon: it keeps serving its last good config and keeps reconnecting.
+
+Mesh TLS (--tls-cert/--tls-key/--tls-bundle): the inbound port speaks TLS 1.3
+(and plaintext while the own service's TrafficPolicy says PERMISSIVE), calls
+to other sidecars go over TLS, and the files are re-read when they change.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from sidecar.discovery import (
     default_state_dir,
 )
 from sidecar.dispatch import (
+    LOCAL_CLUSTER,
     AuthorityDispatcher,
     ConfigHolder,
     InboundDispatcher,
@@ -38,6 +43,7 @@ from sidecar.dispatch import (
 from sidecar.health import AdminHealthService, HealthChecker
 from sidecar.policymetrics import PolicyMetrics
 from sidecar.registration import Registration
+from sidecar.tls import CertificateStore, InboundTls, MtlsPolicy, OutboundTls, TlsError
 from sidecar.transport import Dispatcher, Listener, UpstreamPool, start_listener
 from skein.addr import HostPort, format_hostport, parse_hostport, parse_hostport_list
 from skein.config import check_name, parse_snapshot
@@ -211,12 +217,70 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_flag_type("--access-log-sample", _share),
         help="share of requests written to the access log, 0-1 (default 0: off)",
     )
+    _add_tls_arguments(parser)
     parser.add_argument(
         "--log-level",
         default="info",
         choices=["debug", "info", "warning", "error"],
         help="log level",
     )
+
+
+# ---- mesh TLS flags -------------------------------------------------------------------------
+
+
+def _seconds(text: str, flag: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise ConfigError(flag, f"expected seconds above 0 (e.g. 5), got {text!r}")
+    return value
+
+
+def _add_tls_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tls-cert",
+        metavar="FILE",
+        default=None,
+        help="this service's mesh certificate (PEM, a spiffe:// URI SAN); with --tls-key "
+        "and --tls-bundle turns on mesh TLS",
+    )
+    parser.add_argument("--tls-key", metavar="FILE", default=None, help="its private key (PEM)")
+    parser.add_argument(
+        "--tls-bundle", metavar="FILE", default=None, help="the trusted mesh CAs (PEM)"
+    )
+    parser.add_argument(
+        "--tls-refresh",
+        metavar="SECONDS",
+        default=5.0,
+        type=_flag_type("--tls-refresh", _seconds),
+        help="how often the TLS files are checked for a new version (default 5)",
+    )
+    parser.add_argument(
+        "--trust-domain",
+        metavar="NAME",
+        default="skein.local",
+        help="the mesh's SPIFFE trust domain (default skein.local)",
+    )
+
+
+def _tls_store(args: argparse.Namespace) -> CertificateStore | None:
+    """The certificate store from the TLS flags (None: mesh TLS off)."""
+    if args.tls_cert is None:
+        return None
+    try:
+        return CertificateStore(args.tls_cert, args.tls_key, args.tls_bundle)
+    except TlsError as err:
+        raise SystemExit(f"error: --tls-cert/--tls-key/--tls-bundle: {err}") from None
+
+
+def _check_tls(args: argparse.Namespace) -> str | None:
+    given = [args.tls_cert, args.tls_key, args.tls_bundle]
+    if any(given) and not all(given):
+        return "--tls-cert, --tls-key and --tls-bundle go together; give all three or none"
+    return None
 
 
 def _check(args: argparse.Namespace) -> str | None:
@@ -232,7 +296,7 @@ def _check(args: argparse.Namespace) -> str | None:
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         return f"--upstream: {', '.join(dupes)} given twice; give each service one local port"
-    return None
+    return _check_tls(args)
 
 
 def _instance_id(args: argparse.Namespace) -> str:
@@ -263,6 +327,7 @@ async def _listen(
     name: str,
     metrics: Registry,
     access_sample: float,
+    tls: InboundTls | None = None,
 ) -> Listener:
     access = None
     if access_sample > 0:
@@ -272,7 +337,14 @@ async def _listen(
         )
     try:
         return await start_listener(
-            address[0], address[1], dispatcher, pool, name=name, metrics=metrics, access_log=access
+            address[0],
+            address[1],
+            dispatcher,
+            pool,
+            name=name,
+            metrics=metrics,
+            access_log=access,
+            tls=tls,
         )
     except OSError as err:
         raise SystemExit(
@@ -285,7 +357,15 @@ async def serve(args: argparse.Namespace) -> int:
     metrics = Registry()
     holder = ConfigHolder(now=asyncio.get_running_loop().time)
     policy_metrics = PolicyMetrics(metrics)
-    pool = UpstreamPool(metrics=metrics)
+    store = _tls_store(args)
+    mtls = MtlsPolicy()
+    inbound_tls = InboundTls(store, mtls) if store is not None else None
+    outbound_tls = (
+        OutboundTls(store, args.trust_domain, LOCAL_CLUSTER) if store is not None else None
+    )
+    pool = UpstreamPool(metrics=metrics, tls=outbound_tls)
+    if store is not None:
+        store.on_change(pool.retire_tls)
     listeners: dict[str, Listener] = {}
     tasks: list[asyncio.Task[None]] = []
     admin_server = None
@@ -301,6 +381,7 @@ async def serve(args: argparse.Namespace) -> int:
             "inbound",
             metrics,
             args.access_log_sample,
+            inbound_tls,
         )
         listeners["outbound"] = await _listen(
             "--outbound",
@@ -328,8 +409,9 @@ async def serve(args: argparse.Namespace) -> int:
             service=args.service, instance=instance, labels=dict(args.label), upstreams=upstreams
         )
         cache = DiskCache(args.state_dir or default_state_dir(args.service, instance))
+        parse = parse_snapshot if store is None else _parse_with_mtls(mtls)
         discovery = DiscoveryClient(
-            ControlEndpoints(args.control, channels), node, holder, cache, metrics, parse_snapshot
+            ControlEndpoints(args.control, channels), node, holder, cache, metrics, parse
         )
         address = _advertised(listeners["inbound"].address)
         registration = Registration(
@@ -375,6 +457,8 @@ async def serve(args: argparse.Namespace) -> int:
         tasks.append(asyncio.create_task(registration.run(), name="registration"))
         tasks.append(asyncio.create_task(_tick(holder), name="policy-tick"))
         tasks.append(asyncio.create_task(checker.run(), name="health-checks"))
+        if store is not None:
+            tasks.append(asyncio.create_task(store.watch(args.tls_refresh), name="tls-files"))
         log.info(
             "sidecar started",
             service=args.service,
@@ -383,6 +467,7 @@ async def serve(args: argparse.Namespace) -> int:
             listeners={k: format_hostport(v.address[:2]) for k, v in listeners.items()},
             upstreams=upstreams,
             control=[format_hostport(c) for c in args.control],
+            identity=store.own_id if store is not None else None,
         )
         await stop.wait()
         log.info("shutting down: deregistering and draining")
@@ -403,6 +488,20 @@ async def serve(args: argparse.Namespace) -> int:
             await admin_server.stop()
     log.info("sidecar stopped")
     return 0
+
+
+def _parse_with_mtls(mtls: MtlsPolicy) -> Any:
+    """parse_snapshot that also takes the own service's mTLS mode from a snapshot it accepts."""
+
+    def parse(version: str, snapshot: discovery_pb2.Snapshot) -> Any:
+        config = parse_snapshot(version, snapshot)
+        before = mtls.strict
+        mtls.update(snapshot)
+        if mtls.strict != before:
+            log.info("mtls_mode", mode=mtls.name)
+        return config
+
+    return parse
 
 
 async def _tick(holder: ConfigHolder) -> None:

@@ -20,6 +20,10 @@ import pytest
 
 from sidecar.tls import CertificateStore, InboundTls, MtlsPolicy, OutboundTls
 from sidecar.transport import Listener, UpstreamPool, start_listener
+from skein.launch import ProcessGroup, free_port
+from skein.localetcd import LocalEtcd
+from skein.v1 import resources_pb2
+from tests.integration import mesh_support
 from tests.integration.test_transport_support import EchoApp, StaticDispatcher, run
 from tests.unit.sidecar.test_tls_ca import MeshCA, write_files
 
@@ -289,3 +293,131 @@ def test_openssl_s_client(app: EchoApp, ca: MeshCA, tmp_path: Path) -> None:
     refused = ("certificate required", "unexpected eof")
     assert any(text in outputs["none"] for text in refused)
     assert not any(text in outputs["mesh"] for text in refused)
+
+
+def test_rotating_certificates_and_the_ca_under_load_fails_no_call(
+    app: EchoApp, ca: MeshCA, tmp_path: Path
+) -> None:
+    """Old CA -> bundle with both CAs -> new certificates -> bundle with the new CA only,
+    on both sides, while 8 callers keep calling: every call succeeds, and new TLS
+    connections are made with the new material."""
+    new_ca = MeshCA("next mesh CA")
+    calls: list[int] = [0]
+    failures: list[str] = []
+
+    async def scenario() -> None:
+        async with pair(app, tmp_path, ca, strict=True) as p:
+            channel = p.channel()
+            stop = asyncio.Event()
+
+            async def caller(n: int) -> None:
+                call = unary(channel)
+                while not stop.is_set():
+                    try:
+                        assert await call(b"%d" % n, timeout=5) == b"%d" % n
+                        calls[0] += 1
+                    except Exception as exc:  # every failure is counted
+                        failures.append(repr(exc))
+
+            async def step() -> None:
+                await asyncio.sleep(0.3)
+                assert not failures, failures[:3]
+
+            workers = [asyncio.create_task(caller(n)) for n in range(8)]
+            await step()
+            both = ca.pem + new_ca.pem
+            write_files(tmp_path, "a", (_read(p.a_store, 0), _read(p.a_store, 1)), both)
+            write_files(tmp_path, "b", (_read(p.b_store, 0), _read(p.b_store, 1)), both)
+            assert p.b_store.refresh() and p.a_store.refresh()
+            await step()
+            write_files(tmp_path, "b", new_ca.issue("echo"), both)
+            assert p.b_store.refresh()
+            await step()
+            write_files(tmp_path, "a", new_ca.issue("client"), both)
+            assert p.a_store.refresh()
+            await step()
+            write_files(tmp_path, "a", (_read(p.a_store, 0), _read(p.a_store, 1)), new_ca.pem)
+            write_files(tmp_path, "b", (_read(p.b_store, 0), _read(p.b_store, 1)), new_ca.pem)
+            assert p.b_store.refresh() and p.a_store.refresh()
+            await step()
+            stop.set()
+            await asyncio.gather(*workers)
+            await channel.close()
+            # the caller reconnected after each of its three rotations
+            assert p.b.stats()["tls"]["tls_accepted"] == 4
+            assert p.b.refused == {}
+            assert p.a_store.rotations == 3 and p.b_store.rotations == 3
+
+    run(scenario, timeout=60)
+    assert failures == []
+    assert calls[0] > 200
+
+
+def _read(store: CertificateStore, index: int) -> bytes:
+    return Path(store.paths[index]).read_bytes()
+
+
+def test_sidecar_processes_with_tls_flags_and_a_strict_policy_from_control(
+    etcd: LocalEtcd, ca: MeshCA, tmp_path: Path
+) -> None:
+    """Real daemons: --tls-* flags turn on mesh TLS; a TrafficPolicy with mtls STRICT
+    pushed by control makes the callee's sidecar refuse plaintext callers."""
+    b_files = write_files(tmp_path, "b", ca.issue("echo"), ca.pem)
+    a_files = write_files(tmp_path, "a", ca.issue("web"), ca.pem)
+
+    def tls(files: tuple[str, str, str]) -> tuple[str, ...]:
+        return ("--tls-cert", files[0], "--tls-key", files[1], "--tls-bundle", files[2])
+
+    app = mesh_support.EchoApp("b1").start()
+    try:
+        with ProcessGroup(log_dir=str(tmp_path)) as procs:
+            control = mesh_support.start_control(
+                procs, "control", etcd.endpoint, mesh_support.unique_prefix()
+            )
+            listen = control.addresses["listen"]
+            echo = procs.sidecar("sidecar-b", "echo", listen, app.address, *tls(b_files))
+            upstream = f"127.0.0.1:{free_port()}"
+            client = procs.sidecar(
+                "sidecar-a",
+                "web",
+                listen,
+                f"127.0.0.1:{free_port()}",
+                "--upstream",
+                f"echo={upstream}",
+                *tls(a_files),
+            )
+            echo.wait_ready(20)
+            client.wait_ready(20)
+            mesh_support.wait_for(
+                lambda: len(mesh_support.endpoints_of(client, "echo")) == 1, 10, "echo at A"
+            )
+            with grpc.insecure_channel(upstream) as channel:
+                assert mesh_support.method(channel, "Unary")(b"x", timeout=5) == b"x"
+            seen = app.calls[-1].metadata
+            assert seen[XFCC] == f"By={ECHO_ID};URI=spiffe://skein.local/service/web"
+
+            inbound = echo.addresses["inbound"]
+            with grpc.insecure_channel(inbound) as plain:  # PERMISSIVE: plaintext served
+                assert mesh_support.method(plain, "Unary")(b"p", timeout=5) == b"p"
+            assert XFCC not in app.calls[-1].metadata
+
+            policy = mesh_support.traffic_policy("echo", resources_pb2.ROUND_ROBIN)
+            policy.traffic_policy.spec.mtls = resources_pb2.STRICT
+            mesh_support.apply(control, mesh_support.service("echo"), policy)
+
+            def plaintext_refused() -> bool:
+                with grpc.insecure_channel(inbound) as plain:
+                    try:
+                        mesh_support.method(plain, "Unary")(b"p", timeout=2)
+                    except grpc.RpcError as err:
+                        return bool(err.code() == grpc.StatusCode.UNAVAILABLE)
+                return False
+
+            mesh_support.wait_for(plaintext_refused, 10, "STRICT at sidecar B")
+            with grpc.insecure_channel(upstream) as channel:  # mesh callers still pass
+                assert mesh_support.method(channel, "Unary")(b"y", timeout=5) == b"y"
+            log = (tmp_path / "sidecar-b.log").read_text()
+            assert '"mode": "STRICT", "event": "mtls_mode"' in log
+            assert '"reason": "plaintext in STRICT"' in log
+    finally:
+        app.stop()
