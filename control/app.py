@@ -24,9 +24,10 @@ from dataclasses import dataclass
 import grpc
 
 from control.admin import ControlAdmin
-from control.auth import Authorizer, OperatorTable, load_operators
+from control.auth import Authorizer, OperatorTable, Role, load_operators
 from control.cache import SnapshotCache
 from control.discovery import DiscoveryService
+from control.identity import IdentityService
 from control.mirror import Mirror
 from control.operator import OperatorService
 from control.stats import ControlMetrics
@@ -38,6 +39,8 @@ from skein.addr import HostPort, format_hostport, parse_hostport, parse_hostport
 from skein.clock import MonotonicClock
 from skein.errors import AddressError, ConfigError, StoreUnavailableError
 from skein.logging import configure, get_logger
+from skein.pki import DEFAULT_TRUST_DOMAIN, CertificateAuthority, check_trust_domain
+from skein.pki.errors import PkiError
 from skein.runtime import run
 
 __all__ = ["ControlOptions", "add_arguments", "bind_error", "main", "options_from_args", "serve"]
@@ -67,6 +70,9 @@ class ControlOptions:
     coalesce: float = 0.002
     coalesce_max: float = 0.1
     operators: OperatorTable | None = None  # None: the operator API is open
+    trust_domain: str = DEFAULT_TRUST_DOMAIN
+    ca_passphrase: bytes | None = None  # None: the replica issues no certificates
+    operator_ca: CertificateAuthority | None = None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -122,6 +128,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "token of a listed operator (default: the operator API is open to anyone)",
     )
     parser.add_argument(
+        "--trust-domain",
+        default=DEFAULT_TRUST_DOMAIN,
+        help=f"SPIFFE trust domain of the mesh (default {DEFAULT_TRUST_DOMAIN})",
+    )
+    parser.add_argument(
+        "--ca-key-passphrase-file",
+        metavar="FILE",
+        help="passphrase encrypting the mesh CA key in etcd (or env SKEIN_CA_PASSPHRASE); "
+        "without it this replica issues no certificates",
+    )
+    parser.add_argument(
+        "--ca-cert",
+        metavar="PEM",
+        help="issue from this CA (root or intermediate, chain issuing-first) instead of a "
+        "generated one; needs --ca-key and a passphrase",
+    )
+    parser.add_argument("--ca-key", metavar="PEM", help="private key of --ca-cert")
+    parser.add_argument(
         "--log-level", default="info", choices=("debug", "info", "warning", "error")
     )
 
@@ -141,7 +165,11 @@ def options_from_args(args: argparse.Namespace) -> ControlOptions:
     prefix = args.prefix if args.prefix.endswith("/") else args.prefix + "/"
     if not prefix.startswith("/"):
         raise ConfigError("--prefix", f"must start with '/', got {args.prefix!r}")
+    passphrase, operator_ca = _ca_options(args)
     return ControlOptions(
+        trust_domain=check_trust_domain(args.trust_domain),
+        ca_passphrase=passphrase,
+        operator_ca=operator_ca,
         etcd=parse_hostport_list(args.etcd, flag="--etcd"),
         listen=parse_hostport(args.listen, flag="--listen"),
         admin=parse_hostport(args.admin, flag="--admin"),
@@ -151,6 +179,41 @@ def options_from_args(args: argparse.Namespace) -> ControlOptions:
         coalesce_max=args.coalesce_max_ms / 1000,
         operators=load_operators(args.operators) if args.operators else None,
     )
+
+
+def _read(path: str, flag: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as err:
+        raise ConfigError(flag, f"cannot read {path}: {err.strerror or err}") from None
+
+
+def _ca_options(args: argparse.Namespace) -> tuple[bytes | None, CertificateAuthority | None]:
+    """(CA key passphrase or None, the operator's CA or None); ConfigError naming the flag."""
+    passphrase: bytes | None = None
+    if args.ca_key_passphrase_file:
+        passphrase = _read(args.ca_key_passphrase_file, "--ca-key-passphrase-file").rstrip(b"\r\n")
+        if not passphrase:
+            raise ConfigError("--ca-key-passphrase-file", "the file is empty")
+    elif os.environ.get("SKEIN_CA_PASSPHRASE"):
+        passphrase = os.environ["SKEIN_CA_PASSPHRASE"].encode()
+    if bool(args.ca_cert) != bool(args.ca_key):
+        raise ConfigError("--ca-cert/--ca-key", "give both, or neither")
+    if not args.ca_cert:
+        return passphrase, None
+    if passphrase is None:
+        raise ConfigError(
+            "--ca-cert",
+            "needs a passphrase to store the CA key encrypted: "
+            "--ca-key-passphrase-file FILE or env SKEIN_CA_PASSPHRASE",
+        )
+    cert_pem, key_pem = _read(args.ca_cert, "--ca-cert"), _read(args.ca_key, "--ca-key")
+    try:
+        ca = CertificateAuthority.from_pem(cert_pem, key_pem, passphrase, now=time.time())
+    except PkiError as err:
+        raise ConfigError("--ca-cert", str(err)) from None
+    return passphrase, ca
 
 
 def bind_error(address: HostPort) -> str:
@@ -224,7 +287,17 @@ async def serve(options: ControlOptions) -> int:
     )
     authorizer = Authorizer(options.operators)
     operator = OperatorService(store, layout, metrics, lambda: mirror.config_revision, authorizer)
-    server.add_generic_rpc_handlers((discovery.handlers(), operator.handlers()))
+    identity = IdentityService(
+        store,
+        layout,
+        passphrase=options.ca_passphrase,
+        trust_domain=options.trust_domain,
+        operator_ca=options.operator_ca,
+        authorize_operator=lambda context, _method: authorizer.authorize(context, Role.OPERATOR),
+    )
+    server.add_generic_rpc_handlers(
+        (discovery.handlers(), operator.handlers(), identity.handlers())
+    )
     watcher = MirrorWatcher(store, layout, mirror, discovery.mirror_changed, metrics)
 
     def info() -> dict[str, object]:
@@ -271,6 +344,8 @@ async def serve(options: ControlOptions) -> int:
         await store.revision()
     except (StoreUnavailableError, StoreError) as err:
         log.warning("etcd unreachable at start; serving not-ready and retrying", error=str(err))
+    else:
+        await identity.prepare()
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
