@@ -226,6 +226,104 @@ def cmd_operator_token_hash(args: argparse.Namespace) -> int:
     return 0
 
 
+def _duration(text: str) -> int:
+    """Whole seconds from `90`, `90s`, `30m`, `1h`, `7d`."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (text[:-1], units[text[-1]]) if text and text[-1] in units else (text, 1)
+    try:
+        value = float(number) * unit
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a duration such as 90s, 30m, 1h or 7d, got {text!r}"
+        ) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1s, got {text!r}")
+    return int(value)
+
+
+def _when(unix: float) -> str:
+    import datetime
+
+    return datetime.datetime.fromtimestamp(unix, tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def cmd_token_create(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        response = client.create_token(args.service, args.ttl)
+    print(response.token)
+    print(
+        f"join token {response.id} for service {args.service}, expires {_when(response.expires_at)}"
+        "; shown once: only its SHA-256 is stored",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        client.revoke_token(args.id)
+    print(f"join token {args.id} revoked")
+    return 0
+
+
+def cmd_token_list(args: argparse.Namespace) -> int:
+    import time
+
+    with _client(args) as client:
+        tokens = list(client.list_tokens().tokens)
+    if not tokens:
+        print("no join tokens")
+        return 0
+    now = time.time()
+    rows = [("ID", "SERVICE", "CREATED", "EXPIRES", "STATE")]
+    for t in tokens:
+        state = "revoked" if t.revoked else ("expired" if t.expires_at <= now else "active")
+        rows.append((t.id, t.service, _when(t.created_at), _when(t.expires_at), state))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def _write(path: str, data: bytes, mode: int) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as f:
+        os.fchmod(f.fileno(), mode)  # an existing file keeps its mode otherwise
+        f.write(data)
+
+
+def cmd_identity_issue(args: argparse.Namespace) -> int:
+    from cryptography.hazmat.primitives import serialization
+
+    from skein.pki import generate_key, key_pem, make_csr
+
+    try:
+        os.makedirs(args.out, mode=0o700, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"--out {args.out}: {err.strerror or err}") from None
+    key = generate_key()
+    csr = make_csr(key).public_bytes(serialization.Encoding.PEM).decode()
+    token = args.join_token or os.environ.get("SKEIN_JOIN_TOKEN") or ""
+    with _client(args) as client:
+        made = ""
+        if not token:  # an operator's own call: a short-lived token just for this request
+            created = client.create_token(args.service, 300)
+            token, made = created.token, created.id
+        try:
+            response = client.sign(csr, token, args.service, args.ttl)
+        finally:
+            if made:
+                client.revoke_token(made)
+    paths = {n: os.path.join(args.out, n) for n in ("key.pem", "cert.pem", "bundle.pem")}
+    _write(paths["key.pem"], key_pem(key), 0o600)
+    _write(paths["cert.pem"], response.certificate_pem.encode(), 0o644)
+    _write(paths["bundle.pem"], response.trust_bundle_pem.encode(), 0o644)
+    print(f"issued {response.spiffe_id}, valid until {_when(response.not_after)}")
+    for name, path in paths.items():
+        print(f"  {name:<10} {path}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     # The demo lives in the source tree; a console script does not put the
     # working directory on sys.path, so add it when it holds the examples.
@@ -360,6 +458,46 @@ def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--name", default="alice", help="operator name (default alice)")
     p.add_argument("--role", default="operator", help="viewer, operator or admin")
     p.set_defaults(run=cmd_operator_token_hash)
+
+    token = sub.add_parser(
+        "token", help="join tokens: a workload's credential for its first certificate"
+    )
+    tok = token.add_subparsers(dest="token_command", metavar="ACTION", required=True)
+    p = tok.add_parser("create", parents=[api], help="make a token for one service; printed once")
+    p.add_argument("--service", required=True, help="the one service the token is good for")
+    p.add_argument(
+        "--ttl", type=_duration, default=3600, metavar="DURATION", help="lifetime (default 1h)"
+    )
+    p.set_defaults(run=cmd_token_create)
+    p = tok.add_parser("revoke", parents=[api], help="revoke a token by id")
+    p.add_argument("id")
+    p.set_defaults(run=cmd_token_revoke)
+    p = tok.add_parser("list", parents=[api], help="every token: id, service, expiry, state")
+    p.set_defaults(run=cmd_token_list)
+
+    identity = sub.add_parser("identity", help="workload certificates from the mesh CA")
+    ident = identity.add_subparsers(dest="identity_command", metavar="ACTION", required=True)
+    p = ident.add_parser(
+        "issue",
+        parents=[api],
+        help="make a key here and get it a certificate: writes key.pem, cert.pem, bundle.pem",
+    )
+    p.add_argument("--service", required=True, help="the service the certificate names")
+    p.add_argument("--out", required=True, metavar="DIR", help="directory to write the files to")
+    p.add_argument(
+        "--ttl",
+        type=_duration,
+        default=0,
+        metavar="DURATION",
+        help="certificate lifetime (default: the CA's, 24h)",
+    )
+    p.add_argument(
+        "--join-token",
+        metavar="TOKEN",
+        help="a join token for --service (env SKEIN_JOIN_TOKEN); without one, a 5-minute token "
+        "is created through the operator API and revoked afterwards",
+    )
+    p.set_defaults(run=cmd_identity_issue)
 
     p = sub.add_parser("demo", help="run the example shop with live traffic")
     p.add_argument(

@@ -21,7 +21,13 @@ import grpc
 
 from skein.addr import HostPort, format_hostport
 from skein.errors import SkeinError
-from skein.v1 import operator_pb2, operator_pb2_grpc, resources_pb2
+from skein.v1 import (
+    identity_pb2,
+    identity_pb2_grpc,
+    operator_pb2,
+    operator_pb2_grpc,
+    resources_pb2,
+)
 
 __all__ = [
     "DEFAULT_CONTROL",
@@ -33,6 +39,7 @@ __all__ = [
 DEFAULT_CONTROL = "127.0.0.1:15010"
 
 T = TypeVar("T")
+S = TypeVar("S")
 
 # Statuses that mean "this replica cannot serve now": try the next one.
 _FAILOVER = frozenset({grpc.StatusCode.UNAVAILABLE})
@@ -97,6 +104,9 @@ class OperatorClient:
         return list(self._targets)
 
     def _stub(self, target: str) -> operator_pb2_grpc.OperatorStub:
+        return operator_pb2_grpc.OperatorStub(self._channel(target))
+
+    def _channel(self, target: str) -> grpc.Channel:
         channel = self._channels.get(target)
         if channel is None:
             # No transparent retries and a short connect timeout: fail-over
@@ -109,15 +119,24 @@ class OperatorClient:
             ]
             channel = grpc.insecure_channel(target, options=options)
             self._channels[target] = channel
-        return operator_pb2_grpc.OperatorStub(channel)
+        return channel
 
     def _call(self, invoke: Callable[[operator_pb2_grpc.OperatorStub, float], T]) -> T:
+        return self._call_on(self._stub, invoke)
+
+    def _call_identity(self, invoke: Callable[[identity_pb2_grpc.IdentityStub, float], T]) -> T:
+        def stub(target: str) -> identity_pb2_grpc.IdentityStub:
+            return identity_pb2_grpc.IdentityStub(self._channel(target))
+
+        return self._call_on(stub, invoke)
+
+    def _call_on(self, make_stub: Callable[[str], S], invoke: Callable[[S, float], T]) -> T:
         failures: list[tuple[str, str]] = []
         count = len(self._targets)
         for step in range(count):
             index = (self._preferred + step) % count
             target = self._targets[index]
-            stub = self._stub(target)
+            stub = make_stub(target)
             try:
                 result = invoke(stub, self._call_timeout)
             except grpc.RpcError as err:
@@ -183,6 +202,40 @@ class OperatorClient:
             lambda stub, timeout: stub.RevokeApiKey(
                 request, timeout=timeout, metadata=self.metadata
             )
+        )
+        return response
+
+    # -- identity: join tokens and certificates ----------------------------
+
+    def create_token(self, service: str, ttl_seconds: int) -> identity_pb2.CreateTokenResponse:
+        request = identity_pb2.CreateTokenRequest(service=service, ttl_seconds=ttl_seconds)
+        response: identity_pb2.CreateTokenResponse = self._call_identity(
+            lambda stub, timeout: stub.CreateToken(request, timeout=timeout, metadata=self.metadata)
+        )
+        return response
+
+    def revoke_token(self, token_id: str) -> identity_pb2.RevokeTokenResponse:
+        request = identity_pb2.RevokeTokenRequest(id=token_id)
+        response: identity_pb2.RevokeTokenResponse = self._call_identity(
+            lambda stub, timeout: stub.RevokeToken(request, timeout=timeout, metadata=self.metadata)
+        )
+        return response
+
+    def list_tokens(self) -> identity_pb2.ListTokensResponse:
+        request = identity_pb2.ListTokensRequest()
+        response: identity_pb2.ListTokensResponse = self._call_identity(
+            lambda stub, timeout: stub.ListTokens(request, timeout=timeout, metadata=self.metadata)
+        )
+        return response
+
+    def sign(
+        self, csr_pem: str, token: str, service: str, ttl_seconds: int = 0
+    ) -> identity_pb2.SignResponse:
+        request = identity_pb2.SignRequest(
+            csr_pem=csr_pem, token=token, service=service, ttl_seconds=ttl_seconds
+        )
+        response: identity_pb2.SignResponse = self._call_identity(
+            lambda stub, timeout: stub.Sign(request, timeout=timeout)
         )
         return response
 
