@@ -143,13 +143,14 @@ class CertificateStore:
                 not_after,
                 self.rotations,
             )
-        except OSError as exc:
-            raise TlsError(f"{exc.filename or cert}: cannot read ({exc.strerror or exc})") from None
         except ssl.SSLError as exc:
+            why = getattr(exc, "reason", "") or exc
             raise TlsError(
-                f"{cert} / {key} / {bundle}: not usable ({exc.reason or exc}); the key must "
+                f"{cert} / {key} / {bundle}: not usable ({why}); the key must "
                 "match the certificate and the bundle must hold PEM CA certificates"
             ) from None
+        except OSError as exc:  # after SSLError, its subclass
+            raise TlsError(f"{exc.filename or cert}: cannot read ({exc.strerror or exc})") from None
         self._stamp = stamp
         return material
 

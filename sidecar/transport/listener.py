@@ -280,7 +280,8 @@ def _peer(conn: socket.socket) -> str:
 def _tls_reason(exc: ssl.SSLError) -> str:
     """A short, stable reason for a refused handshake (the log's `reason`)."""
     verify = getattr(exc, "verify_message", "") or ""
-    text = f"{verify} {exc.reason or ''} {exc}".lower()
+    reason = getattr(exc, "reason", "") or ""
+    text = f"{verify} {reason} {exc}".lower()
     if "expired" in text:
         return "expired certificate"
     if "not yet valid" in text:
@@ -291,7 +292,7 @@ def _tls_reason(exc: ssl.SSLError) -> str:
         return "unknown CA"
     if "wrong version" in text or "unsupported protocol" in text or "no protocols" in text:
         return "TLS version below 1.3"
-    return f"handshake failed: {exc.reason or exc}"
+    return f"handshake failed: {reason or exc}"
 
 
 async def start_listener(

@@ -182,7 +182,7 @@ class UpstreamConnection(asyncio.Protocol):
                         lambda: self, host, port, ssl=self.tls[0], server_hostname=""
                     )
         except ssl.SSLError as exc:
-            reason = getattr(exc, "verify_message", "") or exc.reason or str(exc)
+            reason = getattr(exc, "verify_message", "") or getattr(exc, "reason", "") or str(exc)
             self._fail_all(
                 f"upstream {self.label}: TLS handshake failed: {reason} (is the peer a mesh "
                 "sidecar with a certificate from this mesh's CA?)",
