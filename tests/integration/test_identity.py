@@ -22,13 +22,14 @@ from skein import cli
 from skein.addr import parse_hostport, parse_hostport_list
 from skein.client import OperatorCallError, OperatorClient
 from skein.errors import ConfigError
-from skein.launch import Daemon, ProcessGroup
+from skein.launch import Daemon, ProcessGroup, skein_argv
 from skein.localetcd import LocalEtcd
 from skein.pki import (
     CaRecord,
     CertificateAuthority,
     KeyPassphraseError,
     decode_bundle,
+    encrypt_key,
     fingerprint,
     generate_key,
     make_csr,
@@ -312,3 +313,77 @@ def test_service_in_process_reuses_the_stored_ca(etcd: LocalEtcd) -> None:
             await store.close()
 
     asyncio.run(scenario())
+
+
+def test_operator_ca_from_files_issues_and_bad_flags_stop_control(
+    etcd: LocalEtcd, procs: ProcessGroup, tmp_path: pathlib.Path
+) -> None:
+    root = CertificateAuthority.generate("example.org", time.time())
+    (tmp_path / "ca.pem").write_bytes(root.chain_pem())
+    (tmp_path / "ca-key.pem").write_bytes(encrypt_key(root.key, b"files"))
+    (tmp_path / "pass").write_text("files\n")
+    ca_flags = ("--ca-cert", str(tmp_path / "ca.pem"), "--ca-key", str(tmp_path / "ca-key.pem"))
+    prefix = f"/skein-id-{uuid.uuid4().hex[:8]}/"
+    control = procs.control(
+        "control",
+        etcd.endpoint,
+        "--prefix",
+        prefix,
+        "--trust-domain",
+        "example.org",
+        "--ca-key-passphrase-file",
+        str(tmp_path / "pass"),
+        *ca_flags,
+    )
+    control.wait_ready(timeout=20)
+    with _client(control) as client:
+        token = client.create_token("orders", 60).token
+        signed = client.sign(_csr(), token, "orders", ttl_seconds=600)
+    assert signed.spiffe_id == "spiffe://example.org/service/orders"
+    leaf = x509.load_pem_x509_certificates(signed.certificate_pem.encode())[0]
+    leaf.verify_directly_issued_by(root.certificate)
+    assert 590 < signed.not_after - time.time() <= 600
+    assert x509.load_pem_x509_certificates(signed.trust_bundle_pem.encode()) == [root.certificate]
+
+    def exits(*extra: str) -> tuple[int, str]:
+        run = subprocess.run(
+            skein_argv("control", "--etcd", etcd.endpoint, *extra),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+            env={k: v for k, v in os.environ.items() if k != "SKEIN_CA_PASSPHRASE"},
+        )
+        return run.returncode, run.stderr
+
+    code, err = exits(*ca_flags)
+    assert code == 2 and "needs a passphrase" in err
+    code, err = exits("--ca-cert", str(tmp_path / "ca.pem"))
+    assert code == 2 and "give both" in err
+    (tmp_path / "wrong").write_text("nope\n")
+    code, err = exits(*ca_flags, "--ca-key-passphrase-file", str(tmp_path / "wrong"))
+    assert code == 2 and "does not decrypt" in err
+    code, err = exits("--trust-domain", "Bad Domain")
+    assert code == 2 and "--trust-domain" in err
+
+
+def test_a_replica_whose_ca_files_differ_from_the_stored_ca_refuses_to_sign(
+    etcd: LocalEtcd, procs: ProcessGroup, tmp_path: pathlib.Path
+) -> None:
+    other = CertificateAuthority.generate("skein.local", time.time())
+    (tmp_path / "ca.pem").write_bytes(other.chain_pem())
+    (tmp_path / "ca-key.pem").write_bytes(encrypt_key(other.key, PASSPHRASE.encode()))
+    (tmp_path / "pass").write_text(PASSPHRASE)
+    prefix = f"/skein-id-{uuid.uuid4().hex[:8]}/"
+    common = ("--prefix", prefix, "--ca-key-passphrase-file", str(tmp_path / "pass"))
+    first = procs.control("control-a", etcd.endpoint, *common)
+    first.wait_ready(timeout=20)
+    with _client(first) as client:  # stores a generated CA
+        client.sign(_csr(), client.create_token("web", 60).token, "web")
+    files = ("--ca-cert", str(tmp_path / "ca.pem"), "--ca-key", str(tmp_path / "ca-key.pem"))
+    second = procs.control("control-b", etcd.endpoint, *common, *files)
+    second.wait_ready(timeout=20)
+    with _client(second) as client:
+        err = _refused(lambda: client.sign(_csr(), client.create_token("web", 60).token, "web"))
+    assert err.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "is not the one given with --ca-cert" in err.message
