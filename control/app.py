@@ -27,7 +27,7 @@ from control.admin import ControlAdmin
 from control.auth import Authorizer, OperatorTable, Role, load_operators
 from control.cache import SnapshotCache
 from control.discovery import DiscoveryService
-from control.identity import IdentityService
+from control.identity import IdentityService, run_ca_command
 from control.mirror import Mirror
 from control.operator import OperatorService
 from control.stats import ControlMetrics
@@ -145,6 +145,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "generated one; needs --ca-key and a passphrase",
     )
     parser.add_argument("--ca-key", metavar="PEM", help="private key of --ca-cert")
+    once = parser.add_mutually_exclusive_group()
+    once.add_argument(
+        "--rotate-ca",
+        action="store_true",
+        help="once, then exit: make a new CA (or --ca-cert) the issuing CA and trust it "
+        "next to the old ones",
+    )
+    once.add_argument(
+        "--retire-ca",
+        metavar="SHA256",
+        help="once, then exit: stop trusting the CA anchor with this fingerprint",
+    )
     parser.add_argument(
         "--log-level", default="info", choices=("debug", "info", "warning", "error")
     )
@@ -237,7 +249,24 @@ def main(args: argparse.Namespace) -> int:
     except (AddressError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if args.rotate_ca or args.retire_ca:
+        return run(_ca_command(options, args.retire_ca))
     return run(serve(options))
+
+
+async def _ca_command(options: ControlOptions, retire: str | None) -> int:
+    store = EtcdStore(options.etcd)
+    try:
+        return await run_ca_command(
+            store,
+            KeyLayout(options.prefix),
+            passphrase=options.ca_passphrase,
+            trust_domain=options.trust_domain,
+            operator_ca=options.operator_ca,
+            retire=retire,
+        )
+    finally:
+        await store.close()
 
 
 async def serve(options: ControlOptions) -> int:

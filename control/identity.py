@@ -6,7 +6,8 @@ Invariants:
   others load it. The key is stored encrypted with the operator's passphrase;
   a replica without the passphrase issues nothing (FAILED_PRECONDITION).
 - `ca/bundle` lists every trusted anchor; a rotation adds the new CA next to
-  the old one (`rotate_ca`), and the old one is removed later (`retire_ca`).
+  the old one (`rotate_ca`, `skein control --rotate-ca`), and the old one is
+  removed once every workload renewed (`retire_ca`, `skein control --retire-ca`).
 - Sign refuses, with the precise reason in the answer and in the log, any
   token that is malformed, unknown, has the wrong secret, is revoked or
   expired (UNAUTHENTICATED), or is for another service (PERMISSION_DENIED).
@@ -16,6 +17,7 @@ Invariants:
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -54,6 +56,7 @@ __all__ = [
     "bootstrap_ca",
     "retire_ca",
     "rotate_ca",
+    "run_ca_command",
 ]
 
 log = get_logger("control.identity")
@@ -459,3 +462,36 @@ class IdentityService:
                 for r in records
             ]
         )
+
+
+async def run_ca_command(
+    store: EtcdStore,
+    layout: KeyLayout,
+    *,
+    passphrase: bytes | None,
+    trust_domain: str,
+    operator_ca: CertificateAuthority | None,
+    retire: str | None,
+) -> int:
+    """`skein control --rotate-ca` / `--retire-ca SHA256`: one change, printed; the exit code.
+
+    Rotation makes `operator_ca` (or a freshly generated CA) the issuing CA
+    and keeps trusting the old anchors; replicas pick it up at their next
+    Sign. Run it once against the mesh, not on every replica.
+    """
+    try:
+        if retire is not None:
+            kept = await retire_ca(store, layout, retire)
+        else:
+            if passphrase is None:
+                raise PkiError(NO_PASSPHRASE)
+            new_ca = operator_ca or CertificateAuthority.generate(trust_domain, time.time())
+            kept = await rotate_ca(store, layout, new_ca, passphrase, time.time())
+            print(f"issuing CA is now {fingerprint(new_ca.anchor)}")
+    except SkeinError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print("trusted CA anchors (sha256):")
+    for fp in kept:
+        print(f"  {fp}")
+    return 0

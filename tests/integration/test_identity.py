@@ -387,3 +387,43 @@ def test_a_replica_whose_ca_files_differ_from_the_stored_ca_refuses_to_sign(
         err = _refused(lambda: client.sign(_csr(), client.create_token("web", 60).token, "web"))
     assert err.code == grpc.StatusCode.FAILED_PRECONDITION
     assert "is not the one given with --ca-cert" in err.message
+
+
+def test_control_rotate_and_retire_ca_flags(
+    mesh: tuple[Daemon, Daemon, str], etcd: LocalEtcd, tmp_path: pathlib.Path
+) -> None:
+    a, _, prefix = mesh
+    with _client(a) as client:
+        token = client.create_token("web", 600).token
+        before = client.sign(_csr(), token, "web")
+    old = fingerprint(x509.load_pem_x509_certificates(before.trust_bundle_pem.encode())[0])
+    base = ("control", "--etcd", etcd.endpoint, "--prefix", prefix)
+    secret = ("--ca-key-passphrase-file", str(tmp_path / "passphrase"))
+
+    def once(*extra: str) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if k != "SKEIN_CA_PASSPHRASE"}
+        argv = skein_argv(*base, *extra)
+        return subprocess.run(
+            argv, capture_output=True, text=True, timeout=30, env=env, check=False
+        )
+
+    refused = once("--rotate-ca")
+    assert refused.returncode == 1 and "--ca-key-passphrase-file" in refused.stderr
+    rotated = once(*secret, "--rotate-ca")
+    assert rotated.returncode == 0, rotated.stderr
+    new = rotated.stdout.split("issuing CA is now ")[1].split()[0]
+    assert f"  {old}\n  {new}\n" in rotated.stdout
+    with _client(a) as client:
+        after = client.sign(_csr(), token, "web")
+    anchors = x509.load_pem_x509_certificates(after.trust_bundle_pem.encode())
+    assert [fingerprint(c) for c in anchors] == [old, new]
+    x509.load_pem_x509_certificates(after.certificate_pem.encode())[0].verify_directly_issued_by(
+        anchors[1]
+    )
+    current = once("--retire-ca", new)
+    assert current.returncode == 1 and "current CA" in current.stderr
+    retired = once("--retire-ca", old)
+    assert retired.returncode == 0, retired.stderr
+    with _client(a) as client:
+        bundle = client.sign(_csr(), token, "web").trust_bundle_pem
+    assert [fingerprint(c) for c in x509.load_pem_x509_certificates(bundle.encode())] == [new]
