@@ -47,8 +47,9 @@ __all__ = ["API_KEY_KIND", "OperatorService", "check_policy_targets", "encode_re
 log = get_logger("control.operator")
 
 _MAX_ATTEMPTS = 3
-_CONFIG_KINDS = ("Service", "TrafficPolicy")  # stored kinds the mirror turns into snapshots
 API_KEY_KIND = "ApiKey"
+# stored kinds the mirror turns into snapshots
+_CONFIG_KINDS = ("Service", "TrafficPolicy", "AuthorizationPolicy", API_KEY_KIND)
 _API_KEY_PREFIX = "sk_"
 
 

@@ -15,6 +15,8 @@ import yaml
 
 from control.auth import hash_token
 from skein import cli
+from skein.addr import parse_hostport_list
+from skein.client import OperatorClient
 from skein.launch import Daemon, ProcessGroup, skein_argv
 from skein.localetcd import LocalEtcd
 
@@ -152,6 +154,9 @@ def test_api_key_create_and_revoke(skein: Skein) -> None:
     code, out, err = skein("apikey", "revoke", name)
     assert code == 0, err
     revoked = version(out)
+    # sidecars sync API keys: status counts the change at once (read-your-writes)
+    with OperatorClient(parse_hostport_list(skein.address), token=VIEWER) as viewer:
+        assert viewer.status().revision >= revoked
     code, out, err = skein("apikey", "revoke", name)  # again: nothing changes
     assert code == 0 and version(out) == revoked, err
 
