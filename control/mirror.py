@@ -32,7 +32,19 @@ from skein.v1 import resources_pb2
 __all__ = ["BadValueHandler", "Mirror"]
 
 BadValueHandler = Callable[[bytes, str], None]
-M = TypeVar("M", resources_pb2.Service, resources_pb2.TrafficPolicy, resources_pb2.Endpoint)
+M = TypeVar(
+    "M",
+    resources_pb2.Service,
+    resources_pb2.TrafficPolicy,
+    resources_pb2.Endpoint,
+    resources_pb2.AuthorizationPolicy,
+    resources_pb2.ApiKey,
+)
+# Kinds kept by name and indexed by the service they name (spec.service).
+_BY_SERVICE = ("AuthorizationPolicy", "ApiKey")
+
+
+_Named = resources_pb2.AuthorizationPolicy | resources_pb2.ApiKey
 
 
 def _ignore(_key: bytes, _error: str) -> None:
@@ -53,6 +65,10 @@ class Mirror:
         self.endpoints: dict[str, dict[str, resources_pb2.Endpoint]] = {}
         # policy names per target service, for translate's lookup
         self._policy_index: dict[str, set[str]] = {}
+        # AuthorizationPolicy and ApiKey: kind -> name -> message, and
+        # kind -> service -> names (both protect the service they name)
+        self.by_service: dict[str, dict[str, _Named]] = {kind: {} for kind in _BY_SERVICE}
+        self._service_index: dict[str, dict[str, set[str]]] = {kind: {} for kind in _BY_SERVICE}
 
     def load(self, revision: int, kvs: Iterable[KeyValue]) -> None:
         """Replace everything with a full range read taken at `revision`."""
@@ -60,6 +76,9 @@ class Mirror:
         self.policies.clear()
         self.endpoints.clear()
         self._policy_index.clear()
+        for kind in _BY_SERVICE:
+            self.by_service[kind].clear()
+            self._service_index[kind].clear()
         newest = self.config_revision
         for kv in kvs:
             if self._put(kv.key, kv.value, kv.mod_revision):
@@ -85,6 +104,14 @@ class Mirror:
         if not names:
             return None
         return self.policies[min(names)]
+
+    def for_service(self, kind: str, service: str) -> list[_Named]:
+        """AuthorizationPolicies or ApiKeys naming `service`, sorted by name."""
+        names = self._service_index[kind].get(service)
+        if not names:
+            return []
+        stored = self.by_service[kind]
+        return [stored[name] for name in sorted(names)]
 
     def counts(self) -> dict[str, int]:
         return {
@@ -132,6 +159,20 @@ class Mirror:
                     self.policies[name] = tp
                     self._policy_index.setdefault(tp.spec.service, set()).add(name)
                 return True
+            if parsed.kind in _BY_SERVICE:
+                self._drop_named(parsed.kind, name)
+                named: _Named | None = (
+                    self._message(
+                        key, value, resources_pb2.AuthorizationPolicy(), name, mod_revision
+                    )
+                    if parsed.kind == "AuthorizationPolicy"
+                    else self._message(key, value, resources_pb2.ApiKey(), name, mod_revision)
+                )
+                if named is not None:
+                    self.by_service[parsed.kind][name] = named
+                    index = self._service_index[parsed.kind]
+                    index.setdefault(named.spec.service, set()).add(name)
+                return True
             return False
         if parsed.section == "endpoints" and parsed.service and name:
             ep = self._message(key, value, resources_pb2.Endpoint(), name, mod_revision)
@@ -151,6 +192,16 @@ class Mirror:
                 if not names:
                     del self._policy_index[old.spec.service]
 
+    def _drop_named(self, kind: str, name: str) -> None:
+        old = self.by_service[kind].pop(name, None)
+        if old is not None:
+            index = self._service_index[kind]
+            names = index.get(old.spec.service)
+            if names is not None:
+                names.discard(name)
+                if not names:
+                    del index[old.spec.service]
+
     def _delete(self, key: bytes) -> bool:
         parsed = self.layout.parse(key)
         if parsed.section == "resources":
@@ -159,6 +210,9 @@ class Mirror:
                 return True
             if parsed.kind == "TrafficPolicy":
                 self._drop_policy(parsed.name)
+                return True
+            if parsed.kind in _BY_SERVICE:
+                self._drop_named(parsed.kind, parsed.name)
                 return True
             return False
         if parsed.section == "endpoints":

@@ -4,7 +4,8 @@ A sidecar gets only what it calls (istio#7912: memory must not grow with the
 mesh): one cluster per name in node.upstreams, sorted, each with the Service,
 the TrafficPolicy targeting it and all its endpoints (sorted by instance;
 unhealthy ones too, marked, so callers can show why they skip them), plus
-the policy for its own service as local_policy.
+the policy for its own service as local_policy, and the AuthorizationPolicies
+and ApiKeys protecting its own service (sorted by name).
 Stored resources pass through unvalidated: validation is the sidecar's
 (and Apply's) job, so a bad value in etcd is NACKed, not silently dropped.
 """
@@ -45,4 +46,9 @@ def translate(mirror: Mirror, key: NodeKey) -> discovery_pb2.Snapshot:
     local = mirror.policy_for(service) if service else None
     if local is not None:
         snap.local_policy.CopyFrom(local)
+    if service:
+        for policy in mirror.for_service("AuthorizationPolicy", service):
+            snap.authorization.add().CopyFrom(policy)
+        for key in mirror.for_service("ApiKey", service):
+            snap.api_keys.add().CopyFrom(key)
     return snap

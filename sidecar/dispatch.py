@@ -19,6 +19,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from sidecar.auth.inbound import AuthStats, InboundAuth
+from sidecar.auth.sources import JwksSources
 from sidecar.cluster import LocalPolicy, UpstreamCluster
 from sidecar.policy.routing import AuthorityRouter
 from sidecar.transport.contract import NoRoute, Pick
@@ -146,17 +148,64 @@ class LocalRetries:
         return None
 
 
+_XFCC = b"x-forwarded-client-cert"
+_URI = b";URI="
+
+
+def peer_identity_of(headers: Sequence[Header]) -> str:
+    """The caller's SPIFFE ID from the `x-forwarded-client-cert` the inbound TLS layer set.
+
+    Only meaningful when that layer replaces every caller's header (mesh TLS on
+    the inbound listener); see InboundDispatcher.identity_from_xfcc.
+    """
+    for name, value in headers:
+        if name == _XFCC:
+            at = value.find(_URI)
+            if at == -1:
+                return ""
+            return value[at + len(_URI) :].split(b";", 1)[0].decode("latin-1")
+    return ""
+
+
 class InboundDispatcher:
-    """Inbound streams all go to the local app, under the own service's inbound policy."""
+    """Inbound streams all go to the local app, under the own service's inbound policy.
 
-    __slots__ = ("_app", "_holder", "_last", "_picks", "_retries")
+    Authentication and authorization (JWT, API keys, AuthorizationPolicy) run
+    first, then rate limits. With no auth configured `_auth` is None and a
+    call pays one attribute test. `identity_from_xfcc` is set by the wiring
+    when the inbound listener terminates mesh TLS (and so owns the header);
+    without it every caller counts as plaintext (identity "").
+    """
 
-    def __init__(self, holder: ConfigHolder, app: tuple[str, int]) -> None:
+    __slots__ = (
+        "_app",
+        "_auth",
+        "_holder",
+        "_last",
+        "_picks",
+        "_retries",
+        "_sources",
+        "_wall",
+        "auth_stats",
+        "identity_from_xfcc",
+    )
+
+    def __init__(
+        self,
+        holder: ConfigHolder,
+        app: tuple[str, int],
+        wall: Callable[[], float] = time.time,
+    ) -> None:
         self._holder = holder
         self._app = app
         self._last: AppliedConfig | None = None
         self._retries = LocalRetries()
         self._picks: tuple[Pick, ...] = (self._local_pick(None),)
+        self._auth: InboundAuth | None = None
+        self._sources = JwksSources()
+        self._wall = wall
+        self.auth_stats = AuthStats()
+        self.identity_from_xfcc = False
 
     def _local_pick(self, timeout: float | None) -> Pick:
         return Pick(LOCAL_CLUSTER, self._app, timeout, None, self._retries)
@@ -167,6 +216,12 @@ class InboundDispatcher:
             timeout = method.timeout if method.timeout is not None else local.timeout
             picks.append(self._local_pick(timeout))
         self._picks = tuple(picks)
+        self._sources.retain(local.jwt)
+        self._auth = (
+            InboundAuth(local, self._sources.get, self.auth_stats, self._wall)
+            if local.has_auth
+            else None
+        )
 
     def pick(self, authority: str, path: str, headers: Sequence[Header], peer_ip: str) -> Pick:
         holder = self._holder
@@ -174,12 +229,19 @@ class InboundDispatcher:
         if applied is not self._last:
             self._last = applied
             self._rebuild(applied.config.local if applied is not None else LocalConfig())
+        forward: Sequence[Header] | None = None
+        auth = self._auth
+        if auth is not None:
+            identity = peer_identity_of(headers) if self.identity_from_xfcc else ""
+            forward = auth.check(path, headers, identity, time.monotonic())
         local = holder.local
         delay = local.admit(path, headers, peer_ip)
         methods = local.methods
         pick = self._picks[methods.route_of(path) if methods else 0]
-        if delay > 0:
-            pick = Pick(pick.cluster, pick.address, pick.timeout, None, pick.retry, delay)
+        if delay > 0 or forward is not None:
+            pick = Pick(
+                pick.cluster, pick.address, pick.timeout, None, pick.retry, delay, headers=forward
+            )
         return pick
 
 

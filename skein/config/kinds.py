@@ -15,6 +15,7 @@ from skein.v1 import resources_pb2
 
 __all__ = [
     "KINDS",
+    "STORED_ONLY",
     "kind_field",
     "kind_message_class",
     "make_resource",
@@ -29,13 +30,18 @@ KINDS: dict[str, str] = {
     "Service": "service",
     "TrafficPolicy": "traffic_policy",
     "Endpoint": "endpoint",
+    "AuthorizationPolicy": "authorization_policy",
 }
 
 _CLASSES: dict[str, type[Message]] = {
     "Service": resources_pb2.Service,
     "TrafficPolicy": resources_pb2.TrafficPolicy,
     "Endpoint": resources_pb2.Endpoint,
+    "AuthorizationPolicy": resources_pb2.AuthorizationPolicy,
 }
+# Kinds stored under resources/ that are not applied as manifests (written by
+# their own operator calls, e.g. CreateApiKey) but that key parsing must know.
+STORED_ONLY: dict[str, type[Message]] = {"ApiKey": resources_pb2.ApiKey}
 
 _FIELD_TO_KIND = {field: kind for kind, field in KINDS.items()}
 
@@ -51,6 +57,16 @@ _ALIASES: dict[str, str] = {
     "endpoint": "Endpoint",
     "endpoints": "Endpoint",
     "ep": "Endpoint",
+    "authorizationpolicy": "AuthorizationPolicy",
+    "authorizationpolicies": "AuthorizationPolicy",
+    "authorization_policy": "AuthorizationPolicy",
+    "authorization-policy": "AuthorizationPolicy",
+    "authz": "AuthorizationPolicy",
+    "ap": "AuthorizationPolicy",
+    "apikey": "ApiKey",
+    "apikeys": "ApiKey",
+    "api_key": "ApiKey",
+    "api-key": "ApiKey",
 }
 
 
@@ -61,7 +77,7 @@ def parse_kind(text: str, *, field: str = "kind") -> str:
         raise ConfigError(
             field,
             f"unknown kind {text!r}; expected one of Service (svc), TrafficPolicy (tp), "
-            "Endpoint (ep)",
+            "Endpoint (ep), AuthorizationPolicy (authz), ApiKey",
         )
     return kind
 
@@ -72,7 +88,7 @@ def kind_field(kind: str) -> str:
 
 
 def kind_message_class(kind: str) -> type[Message]:
-    return _CLASSES[kind]
+    return _CLASSES.get(kind) or STORED_ONLY[kind]
 
 
 def resource_kind(res: resources_pb2.Resource) -> str:
@@ -86,7 +102,9 @@ def resource_message(res: resources_pb2.Resource) -> Message:
     which = res.WhichOneof("kind")
     if which is None:
         raise ConfigError(
-            "kind", "resource has no kind set; expected Service, TrafficPolicy or Endpoint"
+            "kind",
+            "resource has no kind set; expected Service, TrafficPolicy, Endpoint or "
+            "AuthorizationPolicy",
         )
     message: Message = getattr(res, which)
     return message

@@ -20,7 +20,7 @@ from google.protobuf.descriptor import (  # type: ignore[import-untyped]
     FieldDescriptor,
 )
 
-from skein.config.kinds import kind_message_class, make_resource, parse_kind, resource_kind
+from skein.config.kinds import KINDS, kind_message_class, make_resource, parse_kind, resource_kind
 from skein.config.kinds import resource_message as _inner
 from skein.config.validate import validate_resource
 from skein.errors import ConfigError
@@ -171,8 +171,14 @@ def parse_manifest(doc: object) -> resources_pb2.Resource:
             raise ConfigError(str(key), "unknown field; expected apiVersion, kind, metadata, spec")
     kind_text = doc.get("kind")
     if not isinstance(kind_text, str) or not kind_text:
-        raise ConfigError("kind", "required: one of Service, TrafficPolicy, Endpoint")
+        raise ConfigError(
+            "kind", "required: one of Service, TrafficPolicy, Endpoint, AuthorizationPolicy"
+        )
     kind = parse_kind(kind_text)
+    if kind not in KINDS:
+        raise ConfigError(
+            "kind", f"{kind} is not applied from a manifest; create it with its own command"
+        )
     cls = kind_message_class(kind)
     body = {k: _normalise_durations(doc[k]) for k in ("metadata", "spec") if k in doc}
     checked = _walk(cls.DESCRIPTOR, body, "")

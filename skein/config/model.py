@@ -14,6 +14,10 @@ from enum import Enum
 
 __all__ = [
     "Algorithm",
+    "ApiKeyAuthConfig",
+    "AuthzAction",
+    "AuthzPolicyConfig",
+    "AuthzRuleConfig",
     "BreakerConfig",
     "BudgetConfig",
     "ClusterConfig",
@@ -21,9 +25,11 @@ __all__ = [
     "EndpointConfig",
     "HashConfig",
     "HealthCheckConfig",
+    "JwtRuleConfig",
     "LoadBalancerConfig",
     "LocalConfig",
     "MethodConfig",
+    "MtlsMode",
     "OutlierConfig",
     "Protocol",
     "RateLimitAlgorithm",
@@ -215,6 +221,59 @@ class ClusterConfig:
         return self.load_balancer.algorithm
 
 
+class MtlsMode(Enum):
+    PERMISSIVE = "PERMISSIVE"  # mesh TLS and plaintext callers both accepted
+    STRICT = "STRICT"  # only callers presenting a mesh certificate
+
+
+class AuthzAction(Enum):
+    ALLOW = "ALLOW"
+    DENY = "DENY"
+
+
+@dataclass(frozen=True, slots=True)
+class JwtRuleConfig:
+    """One accepted JWT issuer; exactly one of jwks_file / jwks_uri is set."""
+
+    issuer: str
+    audiences: tuple[str, ...] = ()  # empty: any audience
+    jwks_file: str = ""
+    jwks_uri: str = ""
+    jwks_refresh: float = 300.0
+    clock_skew: float = 60.0
+    header: str = "authorization"  # lowercase; `authorization` carries "Bearer <jwt>"
+    forward_claims: tuple[tuple[str, str], ...] = ()  # (claim, header), sorted
+    required: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyAuthConfig:
+    """Where callers put an API key, and the keys of the own service (revoked left out)."""
+
+    header: str = "x-api-key"
+    required: bool = False
+    keys: tuple[tuple[str, str], ...] = ()  # (sha256 hex digest, key name), sorted
+
+
+@dataclass(frozen=True, slots=True)
+class AuthzRuleConfig:
+    """Fields AND, values OR; an empty field matches anything."""
+
+    sources: tuple[str, ...] = ()
+    paths: tuple[str, ...] = ()
+    http_methods: tuple[str, ...] = ()
+    headers: tuple[tuple[str, str], ...] = ()
+    claims: tuple[tuple[str, str], ...] = ()
+    api_keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AuthzPolicyConfig:
+    name: str
+    action: AuthzAction = AuthzAction.ALLOW
+    rules: tuple[AuthzRuleConfig, ...] = ()
+
+
 @dataclass(frozen=True, slots=True)
 class LocalConfig:
     """The sidecar's own service: what its inbound side and health checker apply."""
@@ -223,6 +282,15 @@ class LocalConfig:
     rate_limits: tuple[RateLimitConfig, ...] = ()  # INBOUND ones only
     methods: tuple[MethodConfig, ...] = ()
     health_check: HealthCheckConfig | None = None  # None: no active checks
+    mtls: MtlsMode = MtlsMode.PERMISSIVE
+    jwt: tuple[JwtRuleConfig, ...] = ()
+    api_keys: ApiKeyAuthConfig | None = None  # None: API keys are not read
+    authorization: tuple[AuthzPolicyConfig, ...] = ()  # sorted by name
+
+    @property
+    def has_auth(self) -> bool:
+        """Whether the inbound side has any per-call authentication or authorization work."""
+        return bool(self.jwt or self.api_keys is not None or self.authorization)
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,12 @@ A sidecar NACKs when this raises; the error names the resource
 from __future__ import annotations
 
 from skein.addr import parse_hostport
+from skein.config.auth import (
+    api_key_auth_config,
+    authorization_configs,
+    jwt_configs,
+    mtls_mode,
+)
 from skein.config.kinds import make_resource
 from skein.config.model import (
     ClusterConfig,
@@ -130,10 +136,27 @@ def _cluster(index: int, cluster: discovery_pb2.Cluster) -> ClusterConfig:
     )
 
 
+def _own_service(snap: discovery_pb2.Snapshot) -> str:
+    """The sidecar's service as the snapshot names it (policies all name the same one)."""
+    if snap.HasField("local_policy"):
+        return str(snap.local_policy.spec.service)
+    for policy in snap.authorization:
+        return str(policy.spec.service)
+    for key in snap.api_keys:
+        return str(key.spec.service)
+    return ""
+
+
 def _local(snap: discovery_pb2.Snapshot) -> LocalConfig:
-    """The inbound side: the local policy's timeout, INBOUND limits, methods, checks."""
+    """The inbound side: the local policy's timeout, INBOUND limits, methods, checks, auth."""
+    service = _own_service(snap)
+    authorization = authorization_configs(snap.authorization, service)
+    names_keys = any(rule.api_keys for policy in authorization for rule in policy.rules)
     if not snap.HasField("local_policy"):
-        return LocalConfig()
+        return LocalConfig(
+            api_keys=api_key_auth_config(None, snap.api_keys, service, names_keys),
+            authorization=authorization,
+        )
     _validate("TrafficPolicy", snap.local_policy, "local")
     spec = snap.local_policy.spec
     return LocalConfig(
@@ -143,6 +166,10 @@ def _local(snap: discovery_pb2.Snapshot) -> LocalConfig:
         health_check=(
             health_check_config(spec.health_check) if spec.HasField("health_check") else None
         ),
+        mtls=mtls_mode(spec),
+        jwt=jwt_configs(spec),
+        api_keys=api_key_auth_config(spec, snap.api_keys, service, names_keys),
+        authorization=authorization,
     )
 
 

@@ -12,6 +12,7 @@ import re
 
 from skein.addr import parse_hostport
 from skein.config.checks import check_enum, check_name, format_duration
+from skein.config.validate_auth import check_authorization_spec
 from skein.config.validate_policy import MAX_WEIGHT, check_policy_spec
 from skein.errors import AddressError, ConfigError
 from skein.v1 import resources_pb2
@@ -97,7 +98,12 @@ def validate_resource(res: resources_pb2.Resource) -> None:
     elif which == "endpoint":
         _check_meta(res.endpoint.metadata)
         _check_endpoint(res.endpoint)
+    elif which == "authorization_policy":
+        _check_meta(res.authorization_policy.metadata)
+        check_authorization_spec(res.authorization_policy.spec)
     else:
         raise ConfigError(
-            "kind", "resource has no kind set; expected Service, TrafficPolicy or Endpoint"
+            "kind",
+            "resource has no kind set; expected Service, TrafficPolicy, Endpoint or "
+            "AuthorizationPolicy",
         )

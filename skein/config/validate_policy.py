@@ -31,6 +31,7 @@ from skein.config.model import (
     OutlierConfig,
     RetryConfig,
 )
+from skein.config.validate_auth import check_policy_auth
 from skein.errors import ConfigError
 from skein.v1 import resources_pb2
 
@@ -353,3 +354,4 @@ def check_policy_spec(spec: resources_pb2.TrafficPolicySpec) -> None:
     _check_health(spec.health_check, "spec.health_check")
     _check_rate_limits(spec)
     _check_methods(spec, timeout)
+    check_policy_auth(spec)
