@@ -21,7 +21,7 @@ from skein.client import OperatorCallError, OperatorClient
 from skein.config import make_resource
 from skein.launch import Daemon, ProcessGroup
 from skein.localetcd import LocalEtcd
-from skein.v1 import resources_pb2
+from skein.v1 import identity_pb2, identity_pb2_grpc, resources_pb2
 
 pytestmark = pytest.mark.integration
 
@@ -165,3 +165,33 @@ def test_operator_token_hash_line_is_accepted(
     principal = table.lookup(token)
     assert principal is not None and principal.name == "ci" and principal.role.label == "admin"
     assert table.lookup(token + "x") is None
+
+
+@pytest.mark.parametrize(
+    ("who", "code"),
+    [
+        (None, grpc.StatusCode.UNAUTHENTICATED),
+        ("tok-not-listed", grpc.StatusCode.UNAUTHENTICATED),
+        ("vera", grpc.StatusCode.PERMISSION_DENIED),
+        ("otto", grpc.StatusCode.OK),
+    ],
+)
+def test_join_token_calls_need_the_operator_role(
+    control: Daemon, who: str | None, code: grpc.StatusCode
+) -> None:
+    token = TOKENS.get(who or "", who)
+    metadata = (("authorization", f"Bearer {token}"),) if token else ()
+    service = f"tok-{uuid.uuid4().hex[:6]}"
+    with grpc.insecure_channel(control.addresses["listen"]) as channel:
+        stub = identity_pb2_grpc.IdentityStub(channel)
+        request = identity_pb2.CreateTokenRequest(service=service, ttl_seconds=60)
+        try:
+            stub.CreateToken(request, timeout=5, metadata=metadata)
+            got = grpc.StatusCode.OK
+        except grpc.RpcError as err:
+            got = err.code()
+        assert got == code
+        admin = (("authorization", f"Bearer {TOKENS['ada']}"),)
+        listed = stub.ListTokens(identity_pb2.ListTokensRequest(), timeout=5, metadata=admin)
+    # a refused call made no token
+    assert (service in {t.service for t in listed.tokens}) == (code == grpc.StatusCode.OK)
