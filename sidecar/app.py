@@ -372,11 +372,15 @@ async def serve(args: argparse.Namespace) -> int:
     registration: Registration | None = None
     checker: HealthChecker | None = None
     channels = ControlChannels()  # one connection per control replica, shared
+    inbound = InboundDispatcher(holder, args.app)
+    # With mesh TLS the inbound listener replaces every caller's
+    # x-forwarded-client-cert, so authorization may read the peer's identity there.
+    inbound.identity_from_xfcc = inbound_tls is not None
     try:
         listeners["inbound"] = await _listen(
             "--inbound",
             args.inbound,
-            InboundDispatcher(holder, args.app),
+            inbound,
             pool,
             "inbound",
             metrics,
@@ -434,7 +438,9 @@ async def serve(args: argparse.Namespace) -> int:
             metrics=metrics,
             listeners=lambda: listeners,
             cache_path=cache.path,
-            collect=lambda: policy_metrics.collect(holder.current, holder.local, args.service),
+            collect=lambda: policy_metrics.collect(
+                holder.current, holder.local, args.service, inbound.auth_stats
+            ),
             health=checker.dump,
         )
         admin_server = admin.server()

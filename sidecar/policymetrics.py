@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from skein.metrics import Registry
 
 if TYPE_CHECKING:
+    from sidecar.auth.inbound import AuthStats
     from sidecar.cluster import LocalPolicy, UpstreamCluster
     from sidecar.dispatch import AppliedConfig
     from sidecar.policy.ratelimit import RateLimits
@@ -66,8 +67,44 @@ class PolicyMetrics:
             "Calls a rate limit rule rejected, by direction, service and rule",
             ("direction", "service", "rule"),
         )
+        self._auth_families(registry, prefix)
 
-    def collect(self, applied: AppliedConfig | None, local: LocalPolicy, service: str) -> None:
+    def _auth_families(self, registry: Registry, prefix: str) -> None:
+        self.authz_denied = registry.counter(
+            f"{prefix}_authz_denied_total",
+            "Inbound calls refused by authorization (PERMISSION_DENIED / 403), by deciding "
+            "policy ('(default-deny)' when no ALLOW policy matched)",
+            ("policy",),
+        )
+        self.jwt_validations = registry.counter(
+            f"{prefix}_jwt_validations_total",
+            "Inbound JWT checks by result: ok, missing, or the refusal reason",
+            ("result",),
+        )
+        self.api_key_failures = registry.counter(
+            f"{prefix}_api_key_failures_total",
+            "Inbound calls refused for a missing, unknown or revoked API key",
+            (),
+        )
+
+    def collect_auth(self, stats: AuthStats) -> None:
+        """Copy the inbound auth counters (kept by the inbound dispatcher)."""
+        for policy, count in stats.denied.items():
+            self.authz_denied.labels(policy or "(default-deny)").set(count)
+        for result, count in stats.jwt.items():
+            self.jwt_validations.labels(result).set(count)
+        if stats.api_key_failures:
+            self.api_key_failures.labels().set(stats.api_key_failures)
+
+    def collect(
+        self,
+        applied: AppliedConfig | None,
+        local: LocalPolicy,
+        service: str,
+        auth: AuthStats | None = None,
+    ) -> None:
+        if auth is not None:
+            self.collect_auth(auth)
         if applied is not None:
             for name, cluster in applied.clusters.items():
                 self._cluster(name, cluster)

@@ -112,7 +112,7 @@ class InboundAuth:
                     continue
                 return verifier.verify(raw, self._wall(), now), verifier
             except JwtError as err:
-                self.stats.count_jwt(err.reason)
+                self.stats.count_jwt(err.kind)
                 raise _unauthenticated(f"JWT refused: {err.reason}") from None
         if error:
             self.stats.count_jwt(error)

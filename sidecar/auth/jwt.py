@@ -35,9 +35,10 @@ ALGORITHMS = frozenset({"RS256", "ES256", "HS256"})
 class JwtError(Exception):
     """A token refused; `reason` is short and safe to send to the caller."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, kind: str = "") -> None:
         super().__init__(reason)
         self.reason = reason
+        self.kind = kind or reason  # a fixed word for metrics (reasons may quote the token)
 
 
 class KeySource(Protocol):
@@ -50,9 +51,9 @@ def _json_part(part: str, what: str) -> dict[str, Any]:
     try:
         value = json.loads(b64url_decode(part))
     except (ValueError, UnicodeDecodeError):
-        raise JwtError(f"malformed token: {what} is not base64url JSON") from None
+        raise JwtError(f"malformed token: {what} is not base64url JSON", "malformed") from None
     if not isinstance(value, dict):
-        raise JwtError(f"malformed token: {what} is not a JSON object")
+        raise JwtError(f"malformed token: {what} is not a JSON object", "malformed")
     return value
 
 
@@ -60,13 +61,13 @@ def decode_unverified(token: str) -> tuple[dict[str, Any], dict[str, Any], str, 
     """(header, claims, signing input, signature) of a compact JWS, nothing checked."""
     parts = token.split(".")
     if len(parts) != 3:
-        raise JwtError("malformed token: expected three dot-separated parts")
+        raise JwtError("malformed token: expected three dot-separated parts", "malformed")
     header = _json_part(parts[0], "header")
     claims = _json_part(parts[1], "payload")
     try:
         signature = b64url_decode(parts[2])
     except ValueError:
-        raise JwtError("malformed token: signature is not base64url") from None
+        raise JwtError("malformed token: signature is not base64url", "malformed") from None
     return header, claims, f"{parts[0]}.{parts[1]}", signature
 
 
@@ -97,7 +98,7 @@ def _number(claims: Mapping[str, Any], name: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise JwtError(f"malformed token: claim {name!r} is not a number")
+        raise JwtError(f"malformed token: claim {name!r} is not a number", "malformed")
     return float(value)
 
 
@@ -114,15 +115,15 @@ class JwtVerifier:
         keys = self.keys.current(now)
         if not keys:
             why = f" ({self.keys.error})" if self.keys.error else ""
-            raise JwtError(f"no keys available for issuer {self.rule.issuer!r}{why}")
+            raise JwtError(f"no keys available for issuer {self.rule.issuer!r}{why}", "no keys")
         kid = header.get("kid")
         if kid is not None:
             keys = tuple(k for k in keys if k.kid == kid)
             if not keys:
-                raise JwtError(f"unknown kid {kid!r}")
+                raise JwtError(f"unknown kid {kid!r}", "unknown kid")
         fitting = [k for k in keys if k.alg == alg]
         if not fitting:
-            raise JwtError(f"alg {alg} does not match the issuer's key type")
+            raise JwtError(f"alg {alg} does not match the issuer's key type", "alg mismatch")
         return fitting
 
     def verify(self, token: str, now: float, monotonic: float) -> dict[str, Any]:
@@ -130,9 +131,9 @@ class JwtVerifier:
         header, claims, signing_input, signature = decode_unverified(token)
         alg = header.get("alg")
         if not isinstance(alg, str) or alg.lower() == "none":
-            raise JwtError("alg none is not accepted")
+            raise JwtError("alg none is not accepted", "alg none")
         if alg not in ALGORITHMS:
-            raise JwtError(f"alg {alg} is not accepted (RS256, ES256, HS256)")
+            raise JwtError(f"alg {alg} is not accepted (RS256, ES256, HS256)", "alg not accepted")
         data = signing_input.encode("ascii")
         if not any(
             _verify_signature(k, data, signature) for k in self._select(header, alg, monotonic)
