@@ -25,9 +25,10 @@ import grpc
 
 from control.admin import ControlAdmin
 from control.auth import Authorizer, OperatorTable, Role, load_operators
+from control.ca import run_ca_command
 from control.cache import SnapshotCache
 from control.discovery import DiscoveryService
-from control.identity import IdentityService, run_ca_command
+from control.identity import IdentityService
 from control.mirror import Mirror
 from control.operator import OperatorService
 from control.stats import ControlMetrics

@@ -1,29 +1,25 @@
 """The Identity service: signs workload CSRs for holders of a join token; manages tokens.
 
 Invariants:
-- Every replica issues from the one CA stored at `ca/current`: the first
-  replica to need it creates it with a create-if-absent transaction, the
-  others load it. The key is stored encrypted with the operator's passphrase;
-  a replica without the passphrase issues nothing (FAILED_PRECONDITION).
-- `ca/bundle` lists every trusted anchor; a rotation adds the new CA next to
-  the old one (`rotate_ca`, `skein control --rotate-ca`), and the old one is
-  removed once every workload renewed (`retire_ca`, `skein control --retire-ca`).
+- Every replica issues from the one CA stored at `ca/current` (control/ca.py
+  creates it once and rotates it); a replica without the passphrase that
+  seals its key issues nothing (FAILED_PRECONDITION saying how to enable it).
 - Sign refuses, with the precise reason in the answer and in the log, any
   token that is malformed, unknown, has the wrong secret, is revoked or
   expired (UNAUTHENTICATED), or is for another service (PERMISSION_DENIED).
 - Token management calls go through `authorize_operator` first: the hook
-  where operator authentication puts its role checks (it allows all today).
+  where operator authentication puts its role checks (it allows all by default).
 """
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 
+from control.ca import NO_PASSPHRASE, bootstrap_ca
 from control.store import EtcdStore, KeyLayout, TxnOp
 from skein.config import check_name
 from skein.errors import ConfigError, ConflictError, NotFoundError, SkeinError
@@ -45,27 +41,13 @@ from skein.pki import (
     parse_token,
     spiffe_id,
     with_anchor,
-    without_anchor,
 )
 from skein.v1 import identity_pb2
 
-__all__ = [
-    "NO_PASSPHRASE",
-    "IdentityService",
-    "OperatorCheck",
-    "bootstrap_ca",
-    "retire_ca",
-    "rotate_ca",
-    "run_ca_command",
-]
+__all__ = ["IdentityService", "OperatorCheck"]
 
 log = get_logger("control.identity")
 
-NO_PASSPHRASE = (
-    "certificate issuance is off on this control replica: it has no CA key passphrase; "
-    "start control with --ca-key-passphrase-file FILE (or env SKEIN_CA_PASSPHRASE) to "
-    "enable the mesh CA"
-)
 _ATTEMPTS = 3
 
 OperatorCheck = Callable[[grpc.aio.ServicerContext, str], Awaitable[object]]
@@ -73,111 +55,6 @@ OperatorCheck = Callable[[grpc.aio.ServicerContext, str], Awaitable[object]]
 
 async def _allow_all(context: grpc.aio.ServicerContext, method: str) -> None:
     """Default operator check: no operator authentication configured."""
-
-
-async def bootstrap_ca(
-    store: EtcdStore,
-    layout: KeyLayout,
-    candidate: CertificateAuthority,
-    passphrase: bytes,
-    now: float,
-) -> CaRecord:
-    """The stored CA record, storing `candidate` (and a bundle of it) first if there is none.
-
-    Create-if-absent: when replicas race, one transaction wins and every
-    replica returns the winner's record.
-    """
-    record = CaRecord.seal(candidate, passphrase, now)
-    ops = [TxnOp(layout.ca_current, record.encode())]
-    bundle = await store.get(layout.ca_bundle)
-    if bundle is None:
-        ops.append(TxnOp(layout.ca_bundle, encode_bundle([candidate.anchor])))
-        expect = {layout.ca_current: 0, layout.ca_bundle: 0}
-    else:  # a bundle without a current CA: keep it and add ours
-        anchors = with_anchor(decode_bundle(bundle.value), candidate.anchor)
-        ops.append(TxnOp(layout.ca_bundle, encode_bundle(anchors)))
-        expect = {layout.ca_current: 0, layout.ca_bundle: bundle.mod_revision}
-    won, _ = await store.txn(expect, ops)
-    if won:
-        log.info(
-            "mesh CA stored",
-            subject=candidate.certificate.subject.rfc4514_string(),
-            fingerprint=fingerprint(candidate.anchor),
-        )
-        return record
-    stored = await store.get(layout.ca_current)
-    if stored is None:
-        raise ConflictError("ca/current changed while it was being created; retry")
-    return CaRecord.decode(stored.value)
-
-
-async def rotate_ca(
-    store: EtcdStore,
-    layout: KeyLayout,
-    new_ca: CertificateAuthority,
-    passphrase: bytes,
-    now: float,
-) -> list[str]:
-    """Make `new_ca` the issuing CA and trust it next to the old ones.
-
-    The old anchors stay in the bundle so certificates they issued keep
-    verifying until workloads renew; drop them afterwards with `retire_ca`.
-    The current CA must open with `passphrase` (proof the caller holds it).
-    Returns the bundle's fingerprints.
-    """
-    for _ in range(_ATTEMPTS):
-        current = await store.get(layout.ca_current)
-        bundle = await store.get(layout.ca_bundle)
-        expect = {
-            layout.ca_current: current.mod_revision if current else 0,
-            layout.ca_bundle: bundle.mod_revision if bundle else 0,
-        }
-        anchors = decode_bundle(bundle.value) if bundle else []
-        if current is not None:
-            old = CaRecord.decode(current.value)
-            old.open(passphrase)
-            anchors = with_anchor(anchors, old.anchor())
-        anchors = with_anchor(anchors, new_ca.anchor)
-        record = CaRecord.seal(new_ca, passphrase, now)
-        ops = [
-            TxnOp(layout.ca_current, record.encode()),
-            TxnOp(layout.ca_bundle, encode_bundle(anchors)),
-        ]
-        won, _ = await store.txn(expect, ops)
-        if won:
-            log.info("mesh CA rotated", fingerprint=fingerprint(new_ca.anchor))
-            return [fingerprint(a) for a in anchors]
-    raise ConflictError("the CA changed during each of 3 rotation attempts; retry")
-
-
-async def retire_ca(store: EtcdStore, layout: KeyLayout, anchor_fingerprint: str) -> list[str]:
-    """Stop trusting an old anchor (after a rotation, once every leaf it signed is renewed).
-
-    Refuses to drop the current CA's anchor. Returns the bundle's fingerprints.
-    """
-    for _ in range(_ATTEMPTS):
-        current = await store.get(layout.ca_current)
-        bundle = await store.get(layout.ca_bundle)
-        if bundle is None:
-            raise NotFoundError("no trust bundle is stored (ca/bundle)")
-        wanted = anchor_fingerprint.replace(":", "").lower()
-        if current is not None and fingerprint(CaRecord.decode(current.value).anchor()) == wanted:
-            raise ConfigError(
-                "fingerprint", "is the current CA's anchor; rotate to a new CA before retiring it"
-            )
-        anchors = decode_bundle(bundle.value)
-        kept = without_anchor(anchors, wanted)
-        if len(kept) == len(anchors):
-            raise NotFoundError(f"no anchor with fingerprint {wanted} in the trust bundle")
-        expect = {
-            layout.ca_current: current.mod_revision if current else 0,
-            layout.ca_bundle: bundle.mod_revision,
-        }
-        won, _ = await store.txn(expect, [TxnOp(layout.ca_bundle, encode_bundle(kept))])
-        if won:
-            log.info("CA anchor retired", fingerprint=wanted)
-            return [fingerprint(a) for a in kept]
-    raise ConflictError("the trust bundle changed during each of 3 attempts; retry")
 
 
 class IdentityService:
@@ -462,36 +339,3 @@ class IdentityService:
                 for r in records
             ]
         )
-
-
-async def run_ca_command(
-    store: EtcdStore,
-    layout: KeyLayout,
-    *,
-    passphrase: bytes | None,
-    trust_domain: str,
-    operator_ca: CertificateAuthority | None,
-    retire: str | None,
-) -> int:
-    """`skein control --rotate-ca` / `--retire-ca SHA256`: one change, printed; the exit code.
-
-    Rotation makes `operator_ca` (or a freshly generated CA) the issuing CA
-    and keeps trusting the old anchors; replicas pick it up at their next
-    Sign. Run it once against the mesh, not on every replica.
-    """
-    try:
-        if retire is not None:
-            kept = await retire_ca(store, layout, retire)
-        else:
-            if passphrase is None:
-                raise PkiError(NO_PASSPHRASE)
-            new_ca = operator_ca or CertificateAuthority.generate(trust_domain, time.time())
-            kept = await rotate_ca(store, layout, new_ca, passphrase, time.time())
-            print(f"issuing CA is now {fingerprint(new_ca.anchor)}")
-    except SkeinError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print("trusted CA anchors (sha256):")
-    for fp in kept:
-        print(f"  {fp}")
-    return 0

@@ -16,7 +16,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from control.identity import IdentityService, retire_ca, rotate_ca
+from control.ca import retire_ca, rotate_ca
+from control.identity import IdentityService
 from control.store import EtcdStore, KeyLayout
 from skein import cli
 from skein.addr import parse_hostport, parse_hostport_list
