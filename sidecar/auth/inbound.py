@@ -67,6 +67,8 @@ class InboundAuth:
         "_authorizer",
         "_forwarded",
         "_jwt_required",
+        "_needed",
+        "_several_issuers",
         "_verifiers",
         "_wall",
         "stats",
@@ -83,6 +85,7 @@ class InboundAuth:
         self._wall = wall
         self._verifiers = tuple(JwtVerifier(rule, sources(rule)) for rule in local.jwt)
         self._jwt_required = any(rule.required for rule in local.jwt)
+        self._several_issuers = len(local.jwt) > 1
         self._forwarded = frozenset(
             header.encode() for rule in local.jwt for _claim, header in rule.forward_claims
         )
@@ -91,6 +94,16 @@ class InboundAuth:
         self._api_required = api is not None and api.required
         self._api_keys = {digest: name for digest, name in api.keys} if api is not None else {}
         self._authorizer = Authorizer(local.authorization) if local.authorization else None
+        # the only header fields a check reads: decoded per call, the rest never
+        needed = {rule.header for rule in local.jwt}
+        if api is not None:
+            needed.add(api.header)
+        for policy in local.authorization:
+            for r in policy.rules:
+                if r.http_methods:
+                    needed.add(":method")
+                needed.update(name for name, _value in r.headers)
+        self._needed = frozenset(name.encode() for name in needed)
 
     def _jwt(
         self, headers: dict[str, str], now: float
@@ -106,10 +119,11 @@ class InboundAuth:
                     continue
                 raw = raw[7:].strip()
             try:
-                _header, unverified, _input, _sig = decode_unverified(raw)
-                if unverified.get("iss") != rule.issuer:
-                    error = error or "wrong issuer"
-                    continue
+                if self._several_issuers:
+                    _header, unverified, _input, _sig = decode_unverified(raw)
+                    if unverified.get("iss") != rule.issuer:
+                        error = error or "wrong issuer"
+                        continue
                 return verifier.verify(raw, self._wall(), now), verifier
             except JwtError as err:
                 self.stats.count_jwt(err.kind)
@@ -140,8 +154,10 @@ class InboundAuth:
     ) -> Sequence[Header] | None:
         """Raise NoRoute to refuse; else the header block to forward (None: unchanged)."""
         headers: dict[str, str] = {}
+        needed = self._needed
         for name, value in block:
-            headers[name.decode("latin-1")] = value.decode("latin-1")
+            if name in needed:
+                headers[name.decode("latin-1")] = value.decode("latin-1")
         found = self._jwt(headers, now) if self._verifiers else None
         claims: dict[str, Any] = found[0] if found is not None else {}
         if found is not None:

@@ -103,16 +103,24 @@ def _number(claims: Mapping[str, Any], name: str) -> float | None:
 
 
 class JwtVerifier:
-    """Verifies tokens for one JwtRule; `verify` returns the claims or raises JwtError."""
+    """Verifies tokens for one JwtRule; `verify` returns the claims or raises JwtError.
 
-    __slots__ = ("keys", "rule")
+    A token that passed is remembered (up to CACHE_SIZE tokens, forgotten when
+    the key set changes), so a client reusing its token costs a dict lookup
+    and the time checks instead of an RSA/ECDSA verification per call.
+    """
+
+    __slots__ = ("_cache", "_cache_keys", "keys", "rule")
+
+    CACHE_SIZE = 1024
 
     def __init__(self, rule: JwtRuleConfig, keys: KeySource) -> None:
         self.rule = rule
         self.keys = keys
+        self._cache: dict[str, dict[str, Any]] = {}
+        self._cache_keys: tuple[Jwk, ...] = ()
 
-    def _select(self, header: Mapping[str, Any], alg: str, now: float) -> list[Jwk]:
-        keys = self.keys.current(now)
+    def _select(self, header: Mapping[str, Any], alg: str, keys: tuple[Jwk, ...]) -> list[Jwk]:
         if not keys:
             why = f" ({self.keys.error})" if self.keys.error else ""
             raise JwtError(f"no keys available for issuer {self.rule.issuer!r}{why}", "no keys")
@@ -128,6 +136,21 @@ class JwtVerifier:
 
     def verify(self, token: str, now: float, monotonic: float) -> dict[str, Any]:
         """Claims of a valid token. `now`: wall-clock epoch seconds; `monotonic` for key reloads."""
+        keys = self.keys.current(monotonic)
+        if keys is not self._cache_keys:
+            self._cache.clear()
+            self._cache_keys = keys
+        claims = self._cache.get(token)
+        if claims is None:
+            claims = self._verify_token(token, keys)
+        self._check_times(claims, now)
+        if len(self._cache) >= self.CACHE_SIZE:
+            self._cache.clear()
+        self._cache[token] = claims
+        return claims
+
+    def _verify_token(self, token: str, keys: tuple[Jwk, ...]) -> dict[str, Any]:
+        """Signature, issuer and audience: what never changes for a given token."""
         header, claims, signing_input, signature = decode_unverified(token)
         alg = header.get("alg")
         if not isinstance(alg, str) or alg.lower() == "none":
@@ -135,9 +158,7 @@ class JwtVerifier:
         if alg not in ALGORITHMS:
             raise JwtError(f"alg {alg} is not accepted (RS256, ES256, HS256)", "alg not accepted")
         data = signing_input.encode("ascii")
-        if not any(
-            _verify_signature(k, data, signature) for k in self._select(header, alg, monotonic)
-        ):
+        if not any(_verify_signature(k, data, signature) for k in self._select(header, alg, keys)):
             raise JwtError("bad signature")
         rule = self.rule
         if claims.get("iss") != rule.issuer:
@@ -147,7 +168,10 @@ class JwtVerifier:
             got = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
             if not any(a in rule.audiences for a in got):
                 raise JwtError("wrong audience")
-        skew = rule.clock_skew
+        return claims
+
+    def _check_times(self, claims: Mapping[str, Any], now: float) -> None:
+        skew = self.rule.clock_skew
         exp = _number(claims, "exp")
         if exp is None:
             raise JwtError("missing claim 'exp'")
@@ -159,4 +183,3 @@ class JwtVerifier:
         iat = _number(claims, "iat")
         if iat is not None and now < iat - skew:
             raise JwtError("issued in the future (iat)")
-        return claims

@@ -162,3 +162,24 @@ def test_file_source_keeps_the_last_good_set_when_the_file_breaks(tmp_path: Path
     keys = source.current(10.0)
     assert [k.kid for k in keys] == ["rsa-1"]
     assert "not JSON" in source.error
+
+
+def test_a_remembered_token_still_expires() -> None:
+    verifier = JwtVerifier(RULE, KEYS)
+    token = mint(claims())
+    assert verifier.verify(token, NOW, 0.0)["sub"] == "alice"
+    assert verifier.verify(token, NOW + 1, 0.0)["sub"] == "alice"
+    with pytest.raises(JwtError, match="expired"):
+        verifier.verify(token, NOW + 3600, 0.0)
+
+
+def test_a_remembered_token_is_forgotten_when_its_key_goes(tmp_path: Path) -> None:
+    path = tmp_path / "jwks.json"
+    path.write_bytes(jwks(rsa_jwk()))
+    verifier = JwtVerifier(RULE, FileJwks(str(path)))
+    token = mint(claims())
+    assert verifier.verify(token, NOW, 0.0)["sub"] == "alice"
+    path.write_bytes(jwks(ec_jwk()))
+    os.utime(path, ns=(1, 2_000_000_000_000_000_000))
+    with pytest.raises(JwtError, match="unknown kid 'rsa-1'"):
+        verifier.verify(token, NOW, 5.0)
