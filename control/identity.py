@@ -19,6 +19,8 @@ from typing import Any
 
 import grpc
 
+from control import audit
+from control.auth import Principal
 from control.ca import NO_PASSPHRASE, bootstrap_ca
 from control.store import EtcdStore, KeyLayout, TxnOp
 from skein.config import check_name
@@ -243,7 +245,17 @@ class IdentityService:
     async def _abort(self, context: grpc.aio.ServicerContext, err: SkeinError) -> None:
         await context.abort(err.code, str(err))
 
-    async def create_token(self, service: str, ttl: float) -> tuple[str, JoinTokenRecord]:
+    def _audit(
+        self, who: object, action: str, token_id: str, before: bytes | None, after: bytes | None
+    ) -> list[TxnOp]:
+        """The audit write for a token change, when the caller is a known principal."""
+        if not isinstance(who, Principal):
+            return []
+        return [audit.record(self.layout, who, action, "JoinToken", token_id, before, after)]
+
+    async def create_token(
+        self, service: str, ttl: float, who: object = None
+    ) -> tuple[str, JoinTokenRecord]:
         check_name(service, "service")
         ttl = ttl or DEFAULT_TOKEN_TTL
         if not 0 < ttl <= MAX_TOKEN_TTL:
@@ -251,9 +263,13 @@ class IdentityService:
                 "ttl_seconds", f"must be 1-{MAX_TOKEN_TTL:.0f} (30 days), got {ttl:.0f}"
             )
         text, record = new_token(service, self.clock(), ttl)
+        stored = record.encode()  # holds the secret's digest only, never the secret
         won, _ = await self.store.txn(
             {self.layout.token(record.id): 0},
-            [TxnOp(self.layout.token(record.id), record.encode())],
+            [
+                TxnOp(self.layout.token(record.id), stored),
+                *self._audit(who, "token-create", record.id, None, stored),
+            ],
         )
         if not won:  # 64 random bits collided
             raise ConflictError("token id already in use; retry")
@@ -262,7 +278,7 @@ class IdentityService:
         )
         return text, record
 
-    async def revoke_token(self, token_id: str) -> JoinTokenRecord:
+    async def revoke_token(self, token_id: str, who: object = None) -> JoinTokenRecord:
         key = self.layout.token(token_id)
         for _ in range(_ATTEMPTS):
             stored = await self.store.get(key) if token_id else None
@@ -274,8 +290,13 @@ class IdentityService:
             revoked = JoinTokenRecord(
                 record.id, record.service, record.sha256, record.created_at, record.expires_at, True
             )
+            after = revoked.encode()
             won, _ = await self.store.txn(
-                {key: stored.mod_revision}, [TxnOp(key, revoked.encode())]
+                {key: stored.mod_revision},
+                [
+                    TxnOp(key, after),
+                    *self._audit(who, "token-revoke", token_id, stored.value, after),
+                ],
             )
             if won:
                 log.info("join token revoked", token=token_id, service=record.service)
@@ -297,9 +318,9 @@ class IdentityService:
     async def CreateToken(
         self, request: identity_pb2.CreateTokenRequest, context: grpc.aio.ServicerContext
     ) -> identity_pb2.CreateTokenResponse:
-        await self.authorize_operator(context, "CreateToken")
+        who = await self.authorize_operator(context, "CreateToken")
         try:
-            text, record = await self.create_token(request.service, float(request.ttl_seconds))
+            text, record = await self.create_token(request.service, float(request.ttl_seconds), who)
         except SkeinError as err:
             await self._abort(context, err)
             raise
@@ -310,9 +331,9 @@ class IdentityService:
     async def RevokeToken(
         self, request: identity_pb2.RevokeTokenRequest, context: grpc.aio.ServicerContext
     ) -> identity_pb2.RevokeTokenResponse:
-        await self.authorize_operator(context, "RevokeToken")
+        who = await self.authorize_operator(context, "RevokeToken")
         try:
-            await self.revoke_token(request.id)
+            await self.revoke_token(request.id, who)
         except SkeinError as err:
             await self._abort(context, err)
             raise

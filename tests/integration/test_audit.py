@@ -197,3 +197,21 @@ def test_open_control_warns_at_start(procs: ProcessGroup, etcd: LocalEtcd) -> No
     assert daemon.log_path is not None
     log = pathlib.Path(daemon.log_path).read_text()
     assert "operator API is unauthenticated" in log
+
+
+def test_join_token_create_and_revoke_are_audited_without_the_secret(skein: Skein) -> None:
+    code, out, err = skein("token", "create", "--service", "orders", "--ttl", "10m")
+    assert code == 0, err
+    token = out.strip().splitlines()[-1]
+    token_id = token.split(".", 1)[0].removeprefix("skt_")
+    secret = token.split(".", 1)[1]
+    code, _out, err = skein("token", "revoke", token_id)
+    assert code == 0, err
+    mine = [e for e in skein.audit() if e.get("name") == token_id]
+    assert [(e["action"], e["kind"], e["principal"]) for e in mine] == [
+        ("token-create", "JoinToken", "olga"),
+        ("token-revoke", "JoinToken", "olga"),
+    ]
+    assert all(secret not in e["diff"] for e in mine)
+    code, _out, err = skein("token", "create", "--service", "orders", token=VIEWER)
+    assert code == 1 and "PERMISSION_DENIED" in err
