@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -80,11 +81,47 @@ def test_denied_call_gets_permission_denied_naming_the_rule(mesh: Mesh) -> None:
         assert code == grpc.StatusCode.PERMISSION_DENIED
         assert "AuthorizationPolicy/echo-no-whoami rules[0]" in details
         assert call(mesh, "Unary") == (grpc.StatusCode.OK, "")
+        status, body = http1_post(mesh.echo.addresses["inbound"], "/test.Echo/Whoami")
+        assert status == 403
+        assert "AuthorizationPolicy/echo-no-whoami rules[0]" in body
         metrics = metrics_of(mesh)
         assert 'skein_sidecar_authz_denied_total{policy="echo-no-whoami"}' in metrics
+        with grpc.insecure_channel(mesh.control.addresses["listen"]) as channel:
+            stub = operator_pb2_grpc.OperatorStub(channel)
+            got = stub.Get(operator_pb2.GetRequest(kind="authz"), timeout=5).resources
+            assert [r.authorization_policy.metadata.name for r in got] == ["echo-no-whoami"]
+        with pytest.raises(grpc.RpcError) as refused:
+            apply(mesh.control, authorization_policy("bad", resources_pb2.DENY, ["no-slash"]))
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "spec.rules[0].paths[0]" in (refused.value.details() or "")
     finally:
         delete(mesh, "AuthorizationPolicy", "echo-no-whoami")
     wait_for(lambda: call(mesh, "Whoami")[0] == grpc.StatusCode.OK, 10, "the policy gone")
+
+
+def http1_post(address: str, path: str, *headers: str) -> tuple[int, str]:
+    """One HTTP/1.1 request straight to a sidecar's inbound port: (status, body)."""
+    host, port = address.rsplit(":", 1)
+    extra = "".join(f"{h}\r\n" for h in headers)
+    request = f"POST {path} HTTP/1.1\r\nHost: echo\r\nContent-Length: 0\r\n{extra}\r\n"
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(request.encode())
+        data = b""
+        while b"\r\n\r\n" not in data or len(data.partition(b"\r\n\r\n")[2]) < _length(data):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body.decode(errors="replace")
+
+
+def _length(data: bytes) -> int:
+    for line in data.partition(b"\r\n\r\n")[0].split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return int(value)
+    return 0
 
 
 def metrics_of(mesh: Mesh) -> str:
@@ -118,6 +155,9 @@ def test_jwt_refuses_bad_tokens_and_forwards_claims_of_a_good_one(
         )
         assert code == grpc.StatusCode.UNAUTHENTICATED
         assert "a JWT is required" in details
+        status, body = http1_post(mesh.echo.addresses["inbound"], "/test.Echo/Unary")
+        assert status == 401
+        assert "a JWT is required" in body
         now = time.time()
         cases = {
             "wrong issuer": claims(iss="https://evil.example", exp=int(now) + 60),
