@@ -20,8 +20,6 @@ import ssl
 from collections.abc import Callable
 from datetime import datetime
 
-from cryptography import x509
-
 from sidecar.tls.identity import service_id
 from sidecar.tls.mode import MtlsPolicy
 from skein.logging import get_logger
@@ -61,6 +59,9 @@ class _Material:
 
 
 def _own_identity(cert_pem: bytes, where: str) -> tuple[str, datetime]:
+    # Imported here: a sidecar without mesh TLS never pays for loading cryptography.
+    from cryptography import x509
+
     try:
         cert = x509.load_pem_x509_certificate(cert_pem)
     except ValueError as exc:

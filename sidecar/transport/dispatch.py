@@ -22,7 +22,7 @@ from typing import Any
 import structlog
 
 from sidecar.accesslog import AccessLog
-from sidecar.tls.identity import XFCC, xfcc_value
+from sidecar.tls.identity import XFCC
 from sidecar.tls.store import InboundTls
 from sidecar.transport.contract import Dispatcher, NoRoute
 from sidecar.transport.deadline import GrpcTimeoutError, effective_timeout, parse_grpc_timeout
@@ -68,7 +68,7 @@ class StreamStarter:
         now = ex.started_at = ex.attempt_at = loop.time()
         ex.access = self.access
         if self.tls is not None:
-            _forward_identity(ex, self.tls.own_id)
+            _forward_identity(ex)
         try:
             pick = self.dispatcher.pick(
                 head.authority.decode("latin-1"), head.path.decode("latin-1"), ex.headers, peer_ip
@@ -115,20 +115,20 @@ class StreamStarter:
         self.pool.open(ex)  # ex.launch(now), inlined: this runs for every call
 
 
-def _forward_identity(ex: Exchange, own_id: str) -> None:
+def _forward_identity(ex: Exchange) -> None:
     """Drop any x-forwarded-client-cert the caller sent; add ours for a TLS caller."""
     headers = ex.headers
-    peer_id: str = getattr(ex.down, "peer_id", "")
+    xfcc: bytes = getattr(ex.down, "peer_xfcc", b"")
     has_xfcc = False
     for name, _ in headers:
         if name == XFCC:
             has_xfcc = True
             break
-    if not has_xfcc and not peer_id:
+    if not has_xfcc and not xfcc:
         return
     kept = [h for h in headers if h[0] != XFCC]
-    if peer_id:
-        kept.append((XFCC, xfcc_value(own_id, peer_id)))
+    if xfcc:
+        kept.append((XFCC, xfcc))
     if has_xfcc and ex.timeout_index >= 0:
         ex.timeout_index = next(i for i, h in enumerate(kept) if h[0] == b"grpc-timeout")
     ex.headers = kept

@@ -66,6 +66,7 @@ class H2Downstream(asyncio.Protocol):
         self.requests = 0
         self.peer_ip = ""
         self.peer_id = ""  # the caller's verified SPIFFE ID (mesh TLS), else ""
+        self.peer_xfcc = b""  # its x-forwarded-client-cert value, else b""
 
     # -- asyncio.Protocol ------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from typing import Any
 import structlog
 
 from sidecar.accesslog import AccessLog
-from sidecar.tls.identity import spiffe_id_of
+from sidecar.tls.identity import spiffe_id_of, xfcc_value
 from sidecar.tls.store import InboundTls
 from sidecar.transport.contract import Dispatcher
 from sidecar.transport.dispatch import StreamStarter
@@ -47,18 +47,22 @@ TLS_HANDSHAKE_TIMEOUT = 10.0
 class _Sniffer(asyncio.Protocol):
     """Reads until the first bytes tell HTTP/2 from HTTP/1.1, then hands over."""
 
-    __slots__ = ("buffer", "listener", "peer_id", "transport")
+    __slots__ = ("buffer", "listener", "peer_id", "peer_xfcc", "transport")
 
     def __init__(self, listener: Listener) -> None:
         self.listener = listener
         self.transport: Any = None
         self.buffer = b""
         self.peer_id = ""
+        self.peer_xfcc = b""
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
-        if self.listener.tls is not None:
-            self.peer_id = spiffe_id_of(transport.get_extra_info("peercert"))
+        tls = self.listener.tls
+        if tls is not None:
+            self.peer_id = peer_id = spiffe_id_of(transport.get_extra_info("peercert"))
+            if peer_id:  # the header value, built once per connection
+                self.peer_xfcc = xfcc_value(tls.own_id, peer_id)
         self.listener._sniffing.add(self)
         if self.listener.closing:
             transport.close()
@@ -78,6 +82,7 @@ class _Sniffer(asyncio.Protocol):
         else:
             proto = H1Downstream(listener.starter, listener._closed)
         proto.peer_id = self.peer_id
+        proto.peer_xfcc = self.peer_xfcc
         listener._conns.add(proto)
         self.transport.set_protocol(proto)
         proto.connection_made(self.transport)

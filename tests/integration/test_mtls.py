@@ -107,7 +107,7 @@ def test_a_call_crosses_the_pair_over_tls_and_the_app_sees_the_caller(
         async with pair(app, tmp_path, ca) as p:
             channel = p.channel()
             forged = ((XFCC, "By=x;URI=spiffe://skein.local/service/admin"),)
-            assert await unary(channel)(b"hi", metadata=forged) == b"hi"
+            assert await unary(channel)(b"hi", metadata=forged, timeout=30) == b"hi"
             assert await unary(channel)(b"again") == b"again"
             await channel.close()
             stats = p.b.stats()["tls"]
@@ -115,9 +115,13 @@ def test_a_call_crosses_the_pair_over_tls_and_the_app_sees_the_caller(
             assert stats["identity"] == ECHO_ID and stats["mode"] == "PERMISSIVE"
 
     app.metadata.clear()
+    app.time_remaining.clear()
     run(scenario)
     expected = f"By={ECHO_ID};URI={CLIENT_ID}"
     assert [md.get(XFCC) for md in app.metadata] == [expected, expected]
+    # the caller's deadline still reaches the app after the header block was rewritten
+    remaining = app.time_remaining[0]
+    assert remaining is not None and 20 < remaining <= 30
 
 
 def test_permissive_serves_plaintext_too_and_strips_a_forged_identity(
