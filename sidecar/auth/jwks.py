@@ -14,9 +14,10 @@ import base64
 import json
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+if TYPE_CHECKING:  # cryptography loads on the first key parsed: a sidecar without JWT
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa  # never pays its ~10 MB
 
 __all__ = ["FileJwks", "Jwk", "JwksError", "StaticJwks", "b64url_decode", "parse_jwks"]
 
@@ -49,6 +50,8 @@ class Jwk:
 
 
 def _parse_key(doc: dict[str, Any], index: int) -> Jwk:
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
     kty = doc.get("kty")
     alg = _ALG_OF_KTY.get(kty) if isinstance(kty, str) else None
     if alg is None:

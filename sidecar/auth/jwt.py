@@ -19,11 +19,6 @@ import json
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
-
 from sidecar.auth.jwks import Jwk, b64url_decode
 from skein.config.model import JwtRuleConfig
 
@@ -72,6 +67,12 @@ def decode_unverified(token: str) -> tuple[dict[str, Any], dict[str, Any], str, 
 
 
 def _verify_signature(key: Jwk, signing_input: bytes, signature: bytes) -> bool:
+    # loaded with the first key (jwks), so importing here costs a dict lookup
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+    from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
     material = key.key
     try:
         if key.alg == "HS256" and isinstance(material, bytes):

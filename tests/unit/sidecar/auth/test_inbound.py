@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -176,3 +178,20 @@ def test_auth_runs_before_rate_limits(jwks_file: str) -> None:
         assert refusal(d, []).grpc_status == 16
     call(d, bearer(mint(claims())))
     assert refusal(d, bearer(mint(claims()))).grpc_status != 16
+
+
+def test_a_sidecar_without_jwt_never_loads_cryptography() -> None:
+    """cryptography costs ~10 MB of RSS; only a sidecar that verifies tokens pays it."""
+    code = (
+        "import sys, random\n"
+        "from sidecar.dispatch import ConfigHolder, InboundDispatcher\n"
+        "from skein.config.model import *\n"
+        "h = ConfigHolder(random.Random(0))\n"
+        "rule = AuthzRuleConfig(paths=('/a',))\n"
+        "pol = AuthzPolicyConfig('p', AuthzAction.DENY, (rule,))\n"
+        "h.apply(SidecarConfig('1', {}, LocalConfig(authorization=(pol,))), 'x')\n"
+        "InboundDispatcher(h, ('127.0.0.1', 1)).pick('a', '/b', [], '')\n"
+        "print('cryptography' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
