@@ -22,6 +22,7 @@ _HEADERS = {
     "Service": ["PROTOCOL", "PORT", "HTTP PATH"],
     "TrafficPolicy": ["SERVICE", "ALGORITHM", "TIMEOUT"],
     "Endpoint": ["SERVICE", "ADDRESS", "WEIGHT", "HEALTH"],
+    "AuthorizationPolicy": ["SERVICE", "ACTION", "RULES"],
 }
 
 
@@ -40,6 +41,9 @@ def _columns(kind: str, body: Any) -> list[str]:
         algo = spec.load_balancer.algorithm or resources_pb2.ROUND_ROBIN
         timeout = _duration(spec.timeout) if spec.HasField("timeout") else "-"
         return [spec.service, resources_pb2.LoadBalancerAlgorithm.Name(algo), timeout]
+    if kind == "AuthorizationPolicy":
+        action = resources_pb2.AuthorizationAction.Name(spec.action or resources_pb2.ALLOW)
+        return [spec.service, action, str(len(spec.rules))]
     health = resources_pb2.HealthState.Name(spec.health or resources_pb2.HEALTHY)
     return [spec.service, spec.address, str(spec.weight or 1), health]
 
