@@ -14,15 +14,37 @@ Every decision carries the rule that decided, for the 403 and the logs.
 
 from __future__ import annotations
 
+import posixpath
+import re
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import unquote
 
 from skein.config.model import AuthzAction, AuthzPolicyConfig, AuthzRuleConfig
 
-__all__ = ["Authorizer", "AuthzRequest", "Decision", "Pattern"]
+__all__ = ["Authorizer", "AuthzRequest", "Decision", "Pattern", "normalize_path"]
 
 _SPIFFE = "spiffe://"
 _SERVICE = "/service/"
+_SLASHES = re.compile(r"/{2,}")
+
+
+def normalize_path(path: str) -> str:
+    """The path rules match against: no query or fragment, percent-decoded, `//`
+    merged and `.`/`..` resolved, so `/a/../admin` or `/%61dmin` can not slip past
+    a rule for `/admin` (Envoy's normalize_path and merge_slashes). Plain paths,
+    every gRPC method among them, come back as they are."""
+    for mark in ("?", "#"):
+        cut = path.find(mark)
+        if cut != -1:
+            path = path[:cut]
+    if "%" not in path and "//" not in path and "/." not in path:
+        return path
+    decoded = _SLASHES.sub("/", unquote(path))
+    normal = posixpath.normpath(decoded) if decoded else "/"
+    if decoded.endswith("/") and not normal.endswith("/"):
+        normal += "/"
+    return normal if normal.startswith("/") else "/" + normal
 
 
 class Pattern:
@@ -66,7 +88,7 @@ class _Sources:
 class AuthzRequest:
     """What a rule can look at. `headers`: lowercase names; `claims`: a verified JWT's."""
 
-    __slots__ = ("api_key", "claims", "headers", "identity", "method", "path")
+    __slots__ = ("api_key", "claims", "headers", "identity", "match_path", "method", "path")
 
     def __init__(
         self,
@@ -79,6 +101,7 @@ class AuthzRequest:
     ) -> None:
         self.identity = identity
         self.path = path
+        self.match_path = normalize_path(path)
         self.method = method
         self.headers: Mapping[str, str] = headers if headers is not None else {}
         self.claims: Mapping[str, Any] = claims if claims is not None else {}
@@ -109,7 +132,7 @@ class _Rule:
     def match(self, req: AuthzRequest) -> bool:
         if self.sources is not None and not self.sources.match(req.identity):
             return False
-        if self.paths is not None and not self.paths.match(req.path):
+        if self.paths is not None and not self.paths.match(req.match_path):
             return False
         if self.methods and req.method not in self.methods:
             return False

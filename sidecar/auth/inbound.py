@@ -53,8 +53,18 @@ def _unauthenticated(reason: str) -> NoRoute:
 
 
 def _claim_header(value: Any) -> bytes:
+    """A claim as a header value: strings as they are, other values as JSON; control
+    characters (CR, LF, NUL, ...) dropped so a claim can never split a header."""
     text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
-    return text.encode("utf-8", "replace")
+    raw = text.encode("utf-8", "replace")
+    return raw.translate(None, _CONTROL) if _has_control(raw) else raw
+
+
+_CONTROL = bytes(range(32)) + b"\x7f"
+
+
+def _has_control(raw: bytes) -> bool:
+    return any(b < 32 or b == 127 for b in raw)
 
 
 class InboundAuth:

@@ -153,3 +153,22 @@ def test_decision_follows_the_three_steps(
         not allow_sources or any(caller in s for s in allow_sources)
     )
     assert Authorizer(tuple(policies)).evaluate(req(identity)).allowed is expected
+
+
+def test_paths_are_normalised_before_matching() -> None:
+    authz = Authorizer((policy("no-admin", DENY, AuthzRuleConfig(paths=("/admin*",))),))
+    for sneaky in ("//admin", "/x/../admin", "/%61dmin/users", "/./admin", "/public/..%2Fadmin"):
+        assert not authz.evaluate(req(path=sneaky)).allowed, sneaky
+    exact = Authorizer((policy("p", ALLOW, AuthzRuleConfig(paths=("/orders",))),))
+    assert exact.evaluate(req(path="/orders?page=2")).allowed
+    assert not exact.evaluate(req(path="/orders/../admin")).allowed
+
+
+@given(st.text(alphabet="/.%a2F?", max_size=12))
+def test_normalised_paths_start_with_a_slash_and_have_no_dot_segments(raw: str) -> None:
+    from sidecar.auth.authz import normalize_path
+
+    got = normalize_path("/" + raw)
+    assert got.startswith("/")
+    if "%" not in raw:  # decoding may reveal more '%' text, which is data, not a segment
+        assert "/../" not in got and "//" not in got.split("?")[0]

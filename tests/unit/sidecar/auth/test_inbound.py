@@ -195,3 +195,12 @@ def test_a_sidecar_without_jwt_never_loads_cryptography() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_claim_values_can_not_split_headers(jwks_file: str) -> None:
+    d = dispatcher(jwt_local(jwks_file))
+    got = call(d, bearer(mint(claims(sub="alice\r\nx-admin: yes", role=["a", "b"]))))
+    assert got.headers is not None
+    sent = dict(got.headers)
+    assert sent[b"x-user"] == b"alicex-admin: yes"
+    assert sent[b"x-user-role"] == b'["a","b"]'
