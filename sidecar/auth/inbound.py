@@ -79,6 +79,7 @@ class InboundAuth:
         "_jwt_required",
         "_needed",
         "_several_issuers",
+        "_single",
         "_verifiers",
         "_wall",
         "stats",
@@ -114,6 +115,11 @@ class InboundAuth:
                     needed.add(":method")
                 needed.update(name for name, _value in r.headers)
         self._needed = frozenset(name.encode() for name in needed)
+        # credentials: one copy only (the token checked must be the one the app sees)
+        single = {rule.header for rule in local.jwt}
+        if api is not None:
+            single.add(api.header)
+        self._single = frozenset(name.encode() for name in single)
 
     def _jwt(
         self, headers: dict[str, str], now: float
@@ -167,7 +173,12 @@ class InboundAuth:
         needed = self._needed
         for name, value in block:
             if name in needed:
-                headers[name.decode("latin-1")] = value.decode("latin-1")
+                key = name.decode("latin-1")
+                if key in headers and name in self._single:
+                    # the app might read the other copy: refuse rather than guess
+                    self.stats.count_jwt("repeated header")
+                    raise _unauthenticated(f"header {key!r} is sent more than once")
+                headers[key] = value.decode("latin-1")
         found = self._jwt(headers, now) if self._verifiers else None
         claims: dict[str, Any] = found[0] if found is not None else {}
         if found is not None:

@@ -204,3 +204,11 @@ def test_claim_values_can_not_split_headers(jwks_file: str) -> None:
     sent = dict(got.headers)
     assert sent[b"x-user"] == b"alicex-admin: yes"
     assert sent[b"x-user-role"] == b'["a","b"]'
+
+
+def test_a_credential_header_sent_twice_is_refused(jwks_file: str) -> None:
+    d = dispatcher(jwt_local(jwks_file, required=False))
+    good = bearer(mint(claims()))
+    err = refusal(d, [*good, (b"authorization", b"Bearer forged")])
+    assert (err.grpc_status, err.http_status) == (16, 401)
+    assert err.message == "unauthenticated: header 'authorization' is sent more than once"
