@@ -223,6 +223,14 @@ class InboundDispatcher:
             else None
         )
 
+    def dump_auth(self) -> dict[str, Any] | None:
+        """The inbound auth state for /config_dump (None: nothing configured)."""
+        applied = self._holder.current
+        if applied is not self._last:
+            self._last = applied
+            self._rebuild(applied.config.local if applied is not None else LocalConfig())
+        return self._auth.dump() if self._auth is not None else None
+
     def pick(self, authority: str, path: str, headers: Sequence[Header], peer_ip: str) -> Pick:
         holder = self._holder
         applied = holder.current

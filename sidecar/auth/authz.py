@@ -167,6 +167,12 @@ class Authorizer:
 
     __slots__ = ("_allow", "_allow_all", "_deny", "_none_matched")
 
+    def dump(self) -> list[str]:
+        """The rules in evaluation order, DENY first."""
+        return [f"DENY {r.label}" for _n, r in self._deny] + [
+            f"ALLOW {r.label}" for _n, r in self._allow
+        ]
+
     def __init__(self, policies: tuple[AuthzPolicyConfig, ...]) -> None:
         deny: list[tuple[str, _Rule]] = []
         allow: list[tuple[str, _Rule]] = []

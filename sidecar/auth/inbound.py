@@ -165,6 +165,37 @@ class InboundAuth:
             raise _unauthenticated(f"unknown or revoked API key in header {self._api_header!r}")
         return name
 
+    def dump(self) -> dict[str, Any]:
+        """For /config_dump: what is checked, the key sources' state, and the counters."""
+        return {
+            "jwt": [
+                {
+                    "issuer": v.rule.issuer,
+                    "required": v.rule.required,
+                    "jwks": v.rule.jwks_file or v.rule.jwks_uri,
+                    "keys": [k.kid for k in v.keys.keys],
+                    "jwks_error": v.keys.error,
+                }
+                for v in self._verifiers
+            ],
+            "api_keys": (
+                {
+                    "header": self._api_header,
+                    "required": self._api_required,
+                    "keys": len(self._api_keys),
+                }
+                if self._api_header
+                else None
+            ),
+            "authorization": self._authorizer.dump() if self._authorizer is not None else [],
+            "counters": {
+                "allowed": self.stats.allowed,
+                "denied": dict(self.stats.denied),
+                "jwt": dict(self.stats.jwt),
+                "api_key_failures": self.stats.api_key_failures,
+            },
+        }
+
     def check(
         self, path: str, block: Sequence[Header], identity: str, now: float
     ) -> Sequence[Header] | None:

@@ -38,6 +38,7 @@ class JwtError(Exception):
 
 class KeySource(Protocol):
     error: str
+    keys: tuple[Jwk, ...]
 
     def current(self, now: float) -> tuple[Jwk, ...]: ...
 

@@ -212,3 +212,23 @@ def test_a_credential_header_sent_twice_is_refused(jwks_file: str) -> None:
     err = refusal(d, [*good, (b"authorization", b"Bearer forged")])
     assert (err.grpc_status, err.http_status) == (16, 401)
     assert err.message == "unauthenticated: header 'authorization' is sent more than once"
+
+
+def test_dump_shows_rules_keys_and_counters(jwks_file: str) -> None:
+    deny = AuthzPolicyConfig("no-delete", AuthzAction.DENY, (AuthzRuleConfig(paths=("/d",)),))
+    d = dispatcher(jwt_local(jwks_file, authorization=(deny,)))
+    dump = d.dump_auth()
+    assert dump is not None
+    assert dump["jwt"] == [
+        {
+            "issuer": ISSUER,
+            "required": True,
+            "jwks": jwks_file,
+            "keys": ["rsa-1"],
+            "jwks_error": "",
+        }
+    ]
+    assert dump["authorization"] == ["DENY AuthorizationPolicy/no-delete rules[0]"]
+    refusal(d, [])
+    assert d.dump_auth()["counters"]["jwt"] == {"missing": 1}  # type: ignore[index]
+    assert dispatcher(LocalConfig()).dump_auth() is None
