@@ -44,6 +44,7 @@ from sidecar.health import AdminHealthService, HealthChecker
 from sidecar.policymetrics import PolicyMetrics
 from sidecar.registration import Registration
 from sidecar.tls import CertificateStore, InboundTls, MtlsPolicy, OutboundTls, TlsError
+from sidecar.tls.issuer import Issuer
 from sidecar.transport import Dispatcher, Listener, UpstreamPool, start_listener
 from skein.addr import HostPort, format_hostport, parse_hostport, parse_hostport_list
 from skein.config import check_name, parse_snapshot
@@ -239,6 +240,19 @@ def _seconds(text: str, flag: str) -> float:
     return value
 
 
+def _ttl(text: str, flag: str) -> int:
+    if not text.isdigit():
+        raise ConfigError(flag, f"expected whole seconds (e.g. 3600), got {text!r}")
+    return int(text)
+
+
+def _renew_share(text: str, flag: str) -> float:
+    value = _share(text, flag)
+    if not 0.0 < value < 1.0:
+        raise ConfigError(flag, f"expected a share between 0 and 1 (e.g. 0.5), got {text!r}")
+    return value
+
+
 def _add_tls_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tls-cert",
@@ -257,6 +271,27 @@ def _add_tls_arguments(parser: argparse.ArgumentParser) -> None:
         default=5.0,
         type=_flag_type("--tls-refresh", _seconds),
         help="how often the TLS files are checked for a new version (default 5)",
+    )
+    parser.add_argument(
+        "--join-token",
+        metavar="TOKEN",
+        default=os.environ.get("SKEIN_JOIN_TOKEN"),
+        help="get this service's mesh certificate from control with a join token from "
+        "`skein token create` (env SKEIN_JOIN_TOKEN); instead of --tls-cert/--tls-key/--tls-bundle",
+    )
+    parser.add_argument(
+        "--cert-ttl",
+        metavar="SECONDS",
+        default=0,
+        type=_flag_type("--cert-ttl", _ttl),
+        help="lifetime asked for an issued certificate (default 0: the CA's, 24 h)",
+    )
+    parser.add_argument(
+        "--renew-at",
+        metavar="SHARE",
+        default=0.5,
+        type=_flag_type("--renew-at", _renew_share),
+        help="renew an issued certificate at this share of its lifetime (default 0.5)",
     )
     parser.add_argument(
         "--trust-domain",
@@ -280,6 +315,8 @@ def _check_tls(args: argparse.Namespace) -> str | None:
     given = [args.tls_cert, args.tls_key, args.tls_bundle]
     if any(given) and not all(given):
         return "--tls-cert, --tls-key and --tls-bundle go together; give all three or none"
+    if args.join_token and args.tls_cert:
+        return "--join-token and --tls-cert both given: use control's CA or your own files"
     return None
 
 
@@ -358,6 +395,24 @@ async def serve(args: argparse.Namespace) -> int:
     holder = ConfigHolder(now=asyncio.get_running_loop().time)
     policy_metrics = PolicyMetrics(metrics)
     store = _tls_store(args)
+    issuer: Issuer | None = None
+    instance = _instance_id(args)
+    state_dir = args.state_dir or default_state_dir(args.service, instance)
+    channels = ControlChannels()  # one connection per control replica, shared
+    if args.join_token:
+        issuer = Issuer(
+            ControlEndpoints(args.control, channels),
+            service=args.service,
+            token=args.join_token,
+            directory=os.path.join(state_dir, "tls"),
+            ttl_seconds=args.cert_ttl,
+            renew_share=args.renew_at,
+        )
+        try:
+            store = await issuer.first()
+        except BaseException:
+            await channels.close()
+            raise
     mtls = MtlsPolicy()
     inbound_tls = InboundTls(store, mtls) if store is not None else None
     outbound_tls = (
@@ -371,7 +426,6 @@ async def serve(args: argparse.Namespace) -> int:
     admin_server = None
     registration: Registration | None = None
     checker: HealthChecker | None = None
-    channels = ControlChannels()  # one connection per control replica, shared
     inbound = InboundDispatcher(holder, args.app)
     # With mesh TLS the inbound listener replaces every caller's
     # x-forwarded-client-cert, so authorization may read the peer's identity there.
@@ -407,13 +461,12 @@ async def serve(args: argparse.Namespace) -> int:
                 args.access_log_sample,
             )
 
-        instance = _instance_id(args)
         upstreams = sorted({name for name, _ in args.upstream} | set(args.subscribe))
         node = discovery_pb2.Node(
             service=args.service, instance=instance, labels=dict(args.label), upstreams=upstreams
         )
-        cache = DiskCache(args.state_dir or default_state_dir(args.service, instance))
-        parse = parse_snapshot if store is None else _parse_with_mtls(mtls)
+        cache = DiskCache(state_dir)
+        parse = parse_snapshot if store is None else _parse_with_mtls(mtls, store, issuer)
         discovery = DiscoveryClient(
             ControlEndpoints(args.control, channels), node, holder, cache, metrics, parse
         )
@@ -463,7 +516,9 @@ async def serve(args: argparse.Namespace) -> int:
         tasks.append(asyncio.create_task(registration.run(), name="registration"))
         tasks.append(asyncio.create_task(_tick(holder), name="policy-tick"))
         tasks.append(asyncio.create_task(checker.run(), name="health-checks"))
-        if store is not None:
+        if issuer is not None and store is not None:
+            tasks.append(asyncio.create_task(issuer.run(store), name="tls-renewal"))
+        elif store is not None:
             tasks.append(asyncio.create_task(store.watch(args.tls_refresh), name="tls-files"))
         log.info(
             "sidecar started",
@@ -496,8 +551,9 @@ async def serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_with_mtls(mtls: MtlsPolicy) -> Any:
-    """parse_snapshot that also takes the own service's mTLS mode from a snapshot it accepts."""
+def _parse_with_mtls(mtls: MtlsPolicy, store: CertificateStore, issuer: Issuer | None) -> Any:
+    """parse_snapshot that also takes the own service's mTLS mode from a snapshot it accepts
+    (and, for an issued certificate, the trust bundle control pushes)."""
 
     def parse(version: str, snapshot: discovery_pb2.Snapshot) -> Any:
         config = parse_snapshot(version, snapshot)
@@ -505,6 +561,8 @@ def _parse_with_mtls(mtls: MtlsPolicy) -> Any:
         mtls.update(snapshot)
         if mtls.strict != before:
             log.info("mtls_mode", mode=mtls.name)
+        if issuer is not None and snapshot.trust_bundle_pem:
+            issuer.update_bundle(store, snapshot.trust_bundle_pem)
         return config
 
     return parse

@@ -164,3 +164,19 @@ def test_test_ca_issues_what_it_says(ca: MeshCA) -> None:
     assert cert.issuer == ca.cert.subject
     assert cert.not_valid_after_utc < ca.cert.not_valid_after_utc
     assert serialization.load_pem_private_key(key_pem, None) is not None
+
+
+def test_join_token_flags() -> None:
+    args = _parse("--join-token", "skt_x.y")
+    assert args.join_token == "skt_x.y" and args.cert_ttl == 0 and args.renew_at == 0.5
+    assert _check(args) is None
+    both = _parse(
+        "--join-token", "skt_x.y", "--tls-cert", "a", "--tls-key", "b", "--tls-bundle", "c"
+    )
+    assert _check(both) == (
+        "--join-token and --tls-cert both given: use control's CA or your own files"
+    )
+    assert _parse("--renew-at", "0.8", "--cert-ttl", "3600").renew_at == 0.8
+    for bad in (("--renew-at", "1"), ("--renew-at", "0"), ("--cert-ttl", "-5")):
+        with pytest.raises(SystemExit):
+            _parse(*bad)
