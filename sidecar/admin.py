@@ -43,6 +43,7 @@ class SidecarAdmin:
         cache_path: str,
         collect: Callable[[], None] | None = None,
         health: Callable[[], Mapping[str, Any]] | None = None,
+        auth: Callable[[], Mapping[str, Any] | None] | None = None,
     ) -> None:
         self.service = service
         self.instance = instance
@@ -54,6 +55,7 @@ class SidecarAdmin:
         self.cache_path = cache_path
         self.collect = collect  # refreshes metrics kept as plain counters
         self.health = health  # the local app's active health checks
+        self.auth = auth  # the inbound side's JWT / API key / authorization state
         self.draining = False
 
     def server(self) -> AdminServer:
@@ -96,6 +98,7 @@ class SidecarAdmin:
             "local_timeout": current.config.local_timeout if current else None,
             "local_policy": self.holder.local.dump(),
             "health_check": self.health() if self.health is not None else None,
+            "inbound_auth": self.auth() if self.auth is not None else None,
             "clusters": current.dump_clusters() if current else {},
             "last_nack": self.discovery.status.last_nack,
             "control": status,

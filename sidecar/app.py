@@ -495,6 +495,7 @@ async def serve(args: argparse.Namespace) -> int:
                 holder.current, holder.local, args.service, inbound.auth_stats
             ),
             health=checker.dump,
+            auth=inbound.dump_auth,
         )
         admin_server = admin.server()
         admin_server.h2c = AdminHealthService(

@@ -24,6 +24,7 @@ from skein.v1 import operator_pb2, operator_pb2_grpc, resources_pb2
 from tests.integration.mesh_support import (
     Mesh,
     apply,
+    config_dump,
     etcd_put,
     method,
     running_mesh,
@@ -177,6 +178,9 @@ def test_jwt_refuses_bad_tokens_and_forwards_claims_of_a_good_one(
         seen = mesh.app.calls[before].metadata
         assert seen["x-user"] == "alice"
         assert seen["authorization"] == f"Bearer {token}"
+        dump = config_dump(mesh.echo)["inbound_auth"]
+        assert dump["jwt"][0]["keys"] == ["rsa-1"] and dump["jwt"][0]["jwks_error"] == ""
+        assert dump["counters"]["jwt"]["ok"] == 1
         metrics = metrics_of(mesh)
         assert 'skein_sidecar_jwt_validations_total{result="ok"} 1' in metrics
         assert 'skein_sidecar_jwt_validations_total{result="expired"} 1' in metrics
