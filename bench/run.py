@@ -44,6 +44,7 @@ from bench.stacks import (
     start_bare_relays,
     start_echo,
     start_envoy_pair,
+    start_mtls_pair,
     start_policy_pair,
     start_skein,
 )
@@ -211,6 +212,14 @@ def _start_policy_pairs(
             tails = "".join(_log_tail(d) for d in group.daemons if d.name.startswith(pair.prefix))
             print(f"  {pair.path} skipped: {err}{tails}", file=sys.stderr, flush=True)
             _stop_named(group, (f"{pair.prefix}-",))
+    print("starting skein-pair-mtls ...", flush=True)
+    try:
+        started.append(start_mtls_pair(group, mesh.control, app, work))
+    except Exception as err:
+        skipped["skein-pair-mtls"] = f"{type(err).__name__}: {err}"
+        tails = "".join(_log_tail(d) for d in group.daemons if d.name.startswith("mtls-"))
+        print(f"  skein-pair-mtls skipped: {err}{tails}", file=sys.stderr, flush=True)
+        _stop_named(group, ("mtls-",))
     return started
 
 

@@ -10,6 +10,8 @@
 - skein-pair-off: a third pair whose policy turns them all off (one attempt, no
   budget, breaker or outlier detection, no rate limits, round robin), the floor
   the pipeline's cost is measured from
+- skein-pair-mtls: skein-pair with mesh TLS (TLS 1.3, mutual) on the hop
+  between the two sidecars, certificates from a CA made for the run (files)
 
 skein-pair itself runs the defaults an operator gets without a policy (retries,
 budget, breaker and outlier detection on; no rate limits; round robin).
@@ -49,6 +51,7 @@ __all__ = [
     "off_policy",
     "start_echo",
     "start_envoy_pair",
+    "start_mtls_pair",
     "start_policy_pair",
     "start_skein",
 ]
@@ -358,4 +361,76 @@ def start_policy_pair(
         [client_side, server_side],
         f"client → {pair.prefix}-a (upstream port) → {pair.prefix}-b (inbound) → echo server"
         f" ({pair.description})",
+    )
+
+
+# -- a sidecar pair with mesh TLS between them ------------------------------------------
+
+
+def _mesh_files(workdir: str, ca: Any, name: str, service: str, now: float) -> tuple[str, ...]:
+    """Certificate, key and bundle files for `service`, signed by `ca`."""
+    from skein.pki import certificates_pem, generate_key, key_pem, make_csr, spiffe_id
+
+    key = generate_key()
+    leaf = ca.sign(make_csr(key), spiffe_id("skein.local", service), now)
+    paths = tuple(os.path.join(workdir, f"{name}.{ext}") for ext in ("crt", "key", "bundle"))
+    contents = (certificates_pem([leaf]), key_pem(key), certificates_pem([ca.anchor]))
+    for path, data in zip(paths, contents, strict=True):
+        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
+            f.write(data)
+    return paths
+
+
+def start_mtls_pair(
+    group: ProcessGroup, control: Daemon, app: str, workdir: str, service: str = "bench-echo-mtls"
+) -> BenchPath:
+    """Two sidecars with --tls-cert/--tls-key/--tls-bundle: the A → B hop is TLS 1.3."""
+    from skein.pki import CertificateAuthority
+
+    now = time.time()
+    ca = CertificateAuthority.generate("skein.local", now)
+    b_files = _mesh_files(workdir, ca, "mtls-b", service, now)
+    a_files = _mesh_files(workdir, ca, "mtls-a", "bench-mtls-client", now)
+
+    def tls(files: tuple[str, ...]) -> tuple[str, ...]:
+        return ("--tls-cert", files[0], "--tls-key", files[1], "--tls-bundle", files[2])
+
+    listen = control.addresses["listen"]
+    server_side = group.sidecar(
+        "mtls-b",
+        service,
+        listen,
+        app,
+        "--state-dir",
+        os.path.join(workdir, "mtls-b"),
+        *tls(b_files),
+    )
+    upstream = _addr()
+    client_side = group.sidecar(
+        "mtls-a",
+        "bench-mtls-client",
+        listen,
+        _addr(),
+        "--upstream",
+        f"{service}={upstream}",
+        "--state-dir",
+        os.path.join(workdir, "mtls-a"),
+        *tls(a_files),
+    )
+    server_side.wait_ready(timeout=30.0)
+    client_side.wait_ready(timeout=30.0)
+    deadline = time.monotonic() + 10.0
+    while True:  # until A has discovered B (its first calls would fail fast)
+        try:
+            check_echo(upstream)
+            break
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    return BenchPath(
+        "skein-pair-mtls",
+        upstream,
+        [client_side, server_side],
+        "client → mtls-a (upstream port) → TLS 1.3, mutual → mtls-b (inbound) → echo server",
     )

@@ -72,7 +72,9 @@ async def pair(
 ) -> AsyncIterator[Pair]:
     b_store = CertificateStore(*write_files(tmp, "b", ca.issue("echo"), ca.pem))
     issuer = caller_ca or ca
-    a_store = CertificateStore(*write_files(tmp, "a", issuer.issue("client"), ca.pem))
+    # a caller from another CA trusts its own CA too (its material must verify) and ours
+    a_bundle = ca.pem if caller_ca is None else caller_ca.pem + ca.pem
+    a_store = CertificateStore(*write_files(tmp, "a", issuer.issue("client"), a_bundle))
     policy = MtlsPolicy(strict)
     b_pool = UpstreamPool()
     b = await start_listener(

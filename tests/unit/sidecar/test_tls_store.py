@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import ssl
+import time
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,7 @@ def test_store_loads_identity_and_tls13_contexts(ca: MeshCA, tmp_path: Path) -> 
     assert material.client.verify_mode == ssl.CERT_REQUIRED
     assert not material.client.check_hostname
     assert store.dump()["identity"] == ECHO_ID
+    assert 3000 < (material.not_after.timestamp() - time.time()) <= 3600
 
 
 def test_store_refuses_unusable_material_naming_the_file(ca: MeshCA, tmp_path: Path) -> None:
@@ -56,8 +58,18 @@ def test_store_refuses_unusable_material_naming_the_file(ca: MeshCA, tmp_path: P
     with pytest.raises(TlsError, match="key must match the certificate"):
         CertificateStore(cert, key, bundle)
     # a certificate without a SPIFFE URI SAN is not a mesh certificate
-    Path(cert).write_bytes(ca.pem)
+    ca_key = ca.key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    write_files(tmp_path, "b", (ca.pem, ca_key), ca.pem)
     with pytest.raises(TlsError, match="no spiffe:// URI SAN"):
+        CertificateStore(cert, key, bundle)
+    # own material must verify against the own bundle: expired, or from another CA
+    write_files(tmp_path, "b", ca.issue("echo", expired=True), ca.pem)
+    with pytest.raises(TlsError, match=r"does not verify against the bundle.*expired"):
+        CertificateStore(cert, key, bundle)
+    write_files(tmp_path, "b", MeshCA("other").issue("echo"), ca.pem)
+    with pytest.raises(TlsError, match="does not verify against the bundle"):
         CertificateStore(cert, key, bundle)
 
 
