@@ -206,6 +206,14 @@ class InboundDispatcher:
         self._wall = wall
         self.auth_stats = AuthStats()
         self.identity_from_xfcc = False
+        # Build the auth checks when a config is applied, not at its first call, so
+        # JWKS URLs are being fetched before the first token arrives.
+        holder.on_apply(self._applied)
+
+    def _applied(self, applied: AppliedConfig) -> None:
+        if applied is not self._last:
+            self._last = applied
+            self._rebuild(applied.config.local)
 
     def _local_pick(self, timeout: float | None) -> Pick:
         return Pick(LOCAL_CLUSTER, self._app, timeout, None, self._retries)

@@ -108,3 +108,30 @@ def test_fetch_refuses_other_schemes_and_dead_ports() -> None:
             await fetch_http(url, 2.0)
 
     run(scenario())
+
+
+def test_a_jwks_url_is_fetched_when_the_config_is_applied() -> None:
+    import random
+
+    from sidecar.dispatch import ConfigHolder, InboundDispatcher
+    from skein.config.model import LocalConfig, SidecarConfig
+
+    async def scenario() -> None:
+        server = JwksServer()
+        url = await server.start()
+        holder = ConfigHolder(random.Random(0))
+        inbound = InboundDispatcher(holder, ("127.0.0.1", 1))
+        rule = JwtRuleConfig(issuer=ISSUER, jwks_uri=url)
+        holder.apply(SidecarConfig("1", {}, LocalConfig(jwt=(rule,))), "test")
+        for _ in range(200):  # no call has been made: the apply started the fetch
+            if server.requests:
+                break
+            await asyncio.sleep(0.01)
+        assert server.requests == 1
+        dump = inbound.dump_auth()
+        assert dump is not None
+        holder.apply(SidecarConfig("2", {}, LocalConfig()), "test")  # rules gone: no checks
+        assert inbound.dump_auth() is None
+        await server.stop()
+
+    run(scenario())
