@@ -32,6 +32,7 @@ from sidecar.transport.downstream import H2Downstream
 from sidecar.transport.flush import flush_dirty
 from sidecar.transport.http1 import H1Downstream
 from sidecar.transport.stats import relay_metrics
+from sidecar.transport.tlsread import TlsReader
 from sidecar.transport.upstream import UpstreamPool
 from skein.metrics import Registry
 
@@ -47,7 +48,7 @@ TLS_HANDSHAKE_TIMEOUT = 10.0
 class _Sniffer(asyncio.Protocol):
     """Reads until the first bytes tell HTTP/2 from HTTP/1.1, then hands over."""
 
-    __slots__ = ("buffer", "listener", "peer_id", "peer_xfcc", "transport")
+    __slots__ = ("buffer", "listener", "peer_id", "peer_xfcc", "reader", "transport")
 
     def __init__(self, listener: Listener) -> None:
         self.listener = listener
@@ -55,6 +56,7 @@ class _Sniffer(asyncio.Protocol):
         self.buffer = b""
         self.peer_id = ""
         self.peer_xfcc = b""
+        self.reader: TlsReader | None = None  # set when the connection is TLS
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
@@ -84,7 +86,10 @@ class _Sniffer(asyncio.Protocol):
         proto.peer_id = self.peer_id
         proto.peer_xfcc = self.peer_xfcc
         listener._conns.add(proto)
-        self.transport.set_protocol(proto)
+        if self.reader is not None:
+            self.reader.inner = proto  # TLS: the reader stays the transport's protocol
+        else:
+            self.transport.set_protocol(proto)
         proto.connection_made(self.transport)
         if listener.closing:
             proto.drain()
@@ -247,7 +252,7 @@ class Listener:
                 self.plain_accepted += 1
                 return
             await loop.connect_accepted_socket(
-                lambda: _Sniffer(self),
+                lambda: _tls_sniffer(self),
                 conn,
                 ssl=context,
                 ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
@@ -272,6 +277,12 @@ class Listener:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+
+
+def _tls_sniffer(listener: Listener) -> TlsReader:
+    sniffer = _Sniffer(listener)
+    sniffer.reader = TlsReader(sniffer)
+    return sniffer.reader
 
 
 def _peer(conn: socket.socket) -> str:

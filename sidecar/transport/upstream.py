@@ -54,6 +54,7 @@ from sidecar.transport.h2conn import (
     StreamGone,
 )
 from sidecar.transport.headers import Header, response_error, trailers_error
+from sidecar.transport.tlsread import TlsReader
 
 __all__ = ["UpstreamConnection", "UpstreamPool"]
 
@@ -179,7 +180,7 @@ class UpstreamConnection(asyncio.Protocol):
                     await loop.create_connection(lambda: self, host, port)
                 else:
                     await loop.create_connection(
-                        lambda: self, host, port, ssl=self.tls[0], server_hostname=""
+                        lambda: TlsReader(self), host, port, ssl=self.tls[0], server_hostname=""
                     )
         except ssl.SSLError as exc:
             reason = getattr(exc, "verify_message", "") or getattr(exc, "reason", "") or str(exc)
