@@ -4,7 +4,8 @@ Public API: `CertificateStore` (files, re-read when they change), `InboundTls`
 (the inbound listener's view: context by mTLS mode, own identity), `MtlsPolicy`
 (PERMISSIVE or STRICT, from the own service's TrafficPolicy), `OutboundTls`
 (client contexts and the identity expected of each upstream service),
-`spiffe_id_of`, `service_id`.
+`spiffe_id_of`, `service_id`. Certificates from control's Identity.Sign (join
+token, renewal at a share of the lifetime): `sidecar.tls.issuer.Issuer`.
 """
 
 from __future__ import annotations
