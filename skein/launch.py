@@ -158,9 +158,9 @@ class ProcessGroup:
         self.daemons.append(daemon.start())
         return daemon
 
-    def start_bound(self, name: str, build: Rebind) -> Daemon:
+    def start_bound(self, name: str, build: Rebind, *, env: dict[str, str] | None = None) -> Daemon:
         argv, admin, addresses = build()
-        daemon = self.start(name, argv, admin=admin)
+        daemon = self.start(name, argv, admin=admin, env=env)
         daemon.addresses.update(addresses)
         daemon.rebind = build
         return daemon
@@ -173,7 +173,16 @@ class ProcessGroup:
 
         return self.start_bound(name, build)
 
-    def sidecar(self, name: str, service: str, control: str, app: str, *extra: str) -> Daemon:
+    def sidecar(
+        self,
+        name: str,
+        service: str,
+        control: str,
+        app: str,
+        *extra: str,
+        env: dict[str, str] | None = None,
+    ) -> Daemon:
+        """A sidecar on fresh ports; `env` adds to its environment (SKEIN_JOIN_TOKEN)."""
         if self.log_dir and "--state-dir" not in extra:
             # its disk cache lives and dies with the group, never shared between runs
             extra = (*extra, "--state-dir", os.path.join(self.log_dir, f"{name}.state"))
@@ -186,7 +195,7 @@ class ProcessGroup:
             argv = skein_argv("sidecar", *flags, *ports, *extra)
             return argv, admin, {"inbound": inbound, "outbound": outbound}
 
-        return self.start_bound(name, build)
+        return self.start_bound(name, build, env=env)
 
     def stop_all(self) -> None:
         for daemon in reversed(self.daemons):

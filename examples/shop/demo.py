@@ -1,12 +1,22 @@
-"""The shop demo: `python -m examples.shop.demo [--duration S]` (`./dev demo`).
+"""The shop demo: `python -m examples.shop.demo [--duration S] [--insecure]` (`./dev demo`).
 
 Starts, as real processes: a throwaway etcd, one control daemon, every shop
 instance with its own sidecar, and a gateway sidecar for the traffic
-generator (this process). Applies examples/shop/manifests with `skein apply`,
-waits until every sidecar is synced, drives moderate traffic through the
-mesh and redraws a per-service summary every second until Ctrl-C or
---duration. Then stops every process by PID and removes its temp dirs.
-Exit status 1 when any call failed (or the mesh never came up).
+generator (this process). Applies examples/shop/manifests (and, secured,
+examples/shop/security), waits until every sidecar is synced, drives
+moderate traffic through the mesh and redraws a per-service summary every
+second until Ctrl-C or --duration. Then stops every process by PID and
+removes its temp dirs. Exit status 1 when any call failed (or the mesh
+never came up).
+
+Secured by default, as docs/security.md describes: control keeps a mesh CA
+(its key encrypted with a random passphrase made here) and requires an
+operator token (made here; every operator call of the demo carries it);
+each sidecar gets its certificate with a join token for its own service;
+the manifests set mtls STRICT and AuthorizationPolicies allow exactly the
+shop's call graph. Apps, the traffic generator included, talk plaintext to
+their own sidecar on localhost; TLS runs between sidecars. `--insecure`
+runs the same mesh in plaintext with the operator API open.
 """
 
 from __future__ import annotations
@@ -15,31 +25,49 @@ import argparse
 import asyncio
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import grpc
 
 from examples.shop.health import SERVING
 from examples.shop.stats import Recorder, render
 from examples.shop.traffic import Gateway
-from skein import cli, waiting
+from skein import waiting
 from skein.addr import parse_hostport_list
 from skein.client import OperatorClient
 from skein.clock import MonotonicClock
+from skein.config import load_manifests
+from skein.errors import SkeinError
 from skein.launch import Daemon, ProcessGroup, free_port
 from skein.localetcd import LocalEtcd
+from skein.output import format_apply
 
 __all__ = ["INSTANCES", "main"]
 
 MANIFESTS = os.path.join(os.path.dirname(__file__), "manifests")
+# AuthorizationPolicies of the shop's call graph; they need mesh identities.
+SECURITY = os.path.join(os.path.dirname(__file__), "security")
 # Instances per service: fewer than the seed table asks for, to suit 2 cores.
 INSTANCES = {"users": 3, "products": 2, "orders": 2, "inventory": 2, "payments": 1}
 SHOWN = ("users", "products", "orders", "inventory", "payments")
+# Join tokens outlive a day-long run: a sidecar renews its certificate (24 h by
+# default) at half its lifetime, with the same token.
+JOIN_TOKEN_TTL = 48 * 3600
+SECURE_BANNER = (
+    "security    on: mTLS STRICT between sidecars (SPIFFE identities from control's CA, "
+    "one join token per service), AuthorizationPolicy default-deny along the call graph, "
+    "operator auth (bearer token); apps talk plaintext to their own sidecar on localhost"
+)
+INSECURE_BANNER = (
+    "security    off (--insecure): plaintext between sidecars, no identities, "
+    "no AuthorizationPolicy, operator API open to anyone"
+)
 
 
 def _addr() -> str:
@@ -63,23 +91,78 @@ def _wait_serving(name: str, daemon: Daemon, address: str, deadline: float) -> N
             time.sleep(0.05)
 
 
-class Shop:
-    """Everything the demo starts; `stop()` ends it all, by PID, in reverse order."""
+def _write_secret(path: str, text: str) -> None:
+    """A file only this user may read (passphrase, operators file)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
 
-    def __init__(self, workdir: str) -> None:
+
+class Shop:
+    """Everything the demo starts; `stop()` ends it all, by PID, in reverse order.
+
+    With `secure` (the default) control runs a mesh CA and operator auth,
+    and `token` is the operator token every operator call must carry.
+    """
+
+    def __init__(self, workdir: str, secure: bool = True) -> None:
         self.workdir = workdir
+        self.secure = secure
         self.etcd = LocalEtcd()
         self.procs = ProcessGroup(log_dir=workdir)
         self.control = ""
         self.gateway: Daemon | None = None
+        self.sidecars: dict[str, Daemon] = {}
         self.users_port = _addr()
+        self.token: str | None = None
+        self._join_tokens: dict[str, str] = {}
+
+    def _control_flags(self) -> list[str]:
+        """Secure control: a generated CA whose key a random passphrase encrypts, and
+        one operator (role operator) whose token only this process knows."""
+        if not self.secure:
+            return []
+        from control.auth import hash_token, new_token
+
+        secret_dir = os.path.join(self.workdir, "secrets")
+        os.makedirs(secret_dir, mode=0o700, exist_ok=True)
+        passphrase = os.path.join(secret_dir, "ca-passphrase")
+        _write_secret(passphrase, secrets.token_urlsafe(32) + "\n")
+        self.token = new_token()
+        operators = os.path.join(secret_dir, "operators.yaml")
+        _write_secret(
+            operators,
+            f"- {{name: demo, role: operator, token_sha256: {hash_token(self.token)}}}\n",
+        )
+        return ["--ca-key-passphrase-file", passphrase, "--operators", operators]
+
+    def client(self) -> OperatorClient:
+        return OperatorClient(parse_hostport_list(self.control), token=self.token)
+
+    def _apply(self, say: Callable[..., object]) -> None:
+        """The shop's manifests (and, secured, its AuthorizationPolicies) in one apply."""
+        resources = load_manifests(MANIFESTS)
+        if self.secure:
+            resources += load_manifests(SECURITY)
+        with self.client() as client:
+            response = client.apply(resources)
+        say(format_apply(response, dry_run=False))
+
+    def _create_join_tokens(self) -> None:
+        """One join token per service: a sidecar can get a certificate for its own service only."""
+        if not self.secure:
+            return
+        with self.client() as client:
+            for service in [*INSTANCES, "gateway"]:
+                self._join_tokens[service] = client.create_token(service, JOIN_TOKEN_TTL).token
 
     def start(self, log: bool = True) -> None:
         say = print if log else (lambda *_: None)
         deadline = time.monotonic() + 60.0
+        say(SECURE_BANNER if self.secure else INSECURE_BANNER)
         self.etcd.start()
         say(f"etcd        {self.etcd.endpoint}")
-        control = self.procs.control("control", self.etcd.endpoint)
+        control = self.procs.control("control", self.etcd.endpoint, *self._control_flags())
         self.control = control.addresses["listen"]
         # Start the apps while the control daemon boots; they need nothing from it.
         apps: list[tuple[str, Daemon, str, list[str]]] = []
@@ -97,18 +180,19 @@ class Shop:
                 apps.append((instance, daemon, app, extra))
         control.wait_ready(timeout=20.0)
         say(f"control     {self.control}")
-        code = cli.main(["apply", "-f", MANIFESTS, "--control", self.control])
-        if code != 0:
-            raise RuntimeError(f"skein apply failed with exit code {code}")
+        self._apply(say)
+        self._create_join_tokens()
         # A sidecar registers its instance as soon as it starts: wait until the
         # app behind it serves, so no caller is sent to an app still booting.
         for instance, daemon, app, _ in apps:
             _wait_serving(instance, daemon, app, deadline)
 
-        sidecars = []
         for instance, _, app, extra in apps:
             flags = [a for up in extra for a in ("--upstream", up)]
-            sidecars.append(self._sidecar(instance, instance.rsplit("-", 1)[0], app, flags))
+            self.sidecars[instance] = self._sidecar(
+                instance, instance.rsplit("-", 1)[0], app, flags
+            )
+        sidecars = list(self.sidecars.values())
         # The gateway has no app of its own to serve; its --app is never called.
         self.gateway = self._sidecar(
             "gateway-1",
@@ -133,6 +217,8 @@ class Shop:
 
     def _sidecar(self, instance: str, service: str, app: str, flags: list[str]) -> Daemon:
         state = os.path.join(self.workdir, "state", instance)
+        # The join token goes in the environment, not argv, which any local user can read.
+        env = {"SKEIN_JOIN_TOKEN": self._join_tokens[service]} if self.secure else None
         return self.procs.sidecar(
             f"sidecar-{instance}",
             service,
@@ -145,6 +231,7 @@ class Shop:
             "--log-level",
             "warning",
             *flags,
+            env=env,
         )
 
     def _wait_synced(self, expected: int, deadline: float) -> None:
@@ -154,7 +241,7 @@ class Shop:
         synced to the newest one has seen every instance (what `skein wait`
         checks after an apply).
         """
-        with OperatorClient(parse_hostport_list(self.control)) as client:
+        with self.client() as client:
             while True:
                 endpoints = client.get("Endpoint").resources
                 connected = len(client.status().sidecars)
@@ -234,6 +321,11 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="DIR",
         help="keep daemon logs in DIR (default: a temp dir, removed)",
     )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="plaintext between sidecars, no identities or authorization, operator API open",
+    )
     args = parser.parse_args(argv)
     if args.duration is not None and args.duration <= 0:
         parser.error(f"--duration: must be > 0, got {args.duration:g}")
@@ -246,14 +338,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
     workdir = args.log_dir or tempfile.mkdtemp(prefix="skein-demo-")
     os.makedirs(workdir, exist_ok=True)
-    shop = Shop(workdir)
+    shop = Shop(workdir, secure=not args.insecure)
     try:
         shop.start()
         recorder = asyncio.run(_drive(shop, args.duration, args.rate, sys.stdout.isatty()))
     except KeyboardInterrupt:
         print("interrupted while starting; stopping")
         return 130
-    except (RuntimeError, TimeoutError) as err:
+    except (RuntimeError, TimeoutError, SkeinError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     finally:
