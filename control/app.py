@@ -34,6 +34,7 @@ from control.operator import OperatorService
 from control.stats import ControlMetrics
 from control.status import StatusWriter
 from control.store import DEFAULT_PREFIX, EtcdStore, KeyLayout, StoreError
+from control.tls import ServerTls, TlsOptions, file_credentials, server_names
 from control.translate import NodeKey, translate
 from control.watch import MirrorWatcher
 from skein.addr import HostPort, format_hostport, parse_hostport, parse_hostport_list
@@ -74,6 +75,7 @@ class ControlOptions:
     trust_domain: str = DEFAULT_TRUST_DOMAIN
     ca_passphrase: bytes | None = None  # None: the replica issues no certificates
     operator_ca: CertificateAuthority | None = None
+    tls: TlsOptions | None = None  # None: plaintext gRPC
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -158,6 +160,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SHA256",
         help="once, then exit: stop trusting the CA anchor with this fingerprint",
     )
+    once.add_argument(
+        "--print-bundle",
+        action="store_true",
+        help="once, then exit: print the mesh trust bundle (PEM) from etcd, for clients' "
+        "--control-ca",
+    )
+    _add_tls_arguments(parser)
     parser.add_argument(
         "--log-level", default="info", choices=("debug", "info", "warning", "error")
     )
@@ -179,7 +188,9 @@ def options_from_args(args: argparse.Namespace) -> ControlOptions:
     if not prefix.startswith("/"):
         raise ConfigError("--prefix", f"must start with '/', got {args.prefix!r}")
     passphrase, operator_ca = _ca_options(args)
+    tls = _tls_options(args, passphrase)
     return ControlOptions(
+        tls=tls,
         trust_domain=check_trust_domain(args.trust_domain),
         ca_passphrase=passphrase,
         operator_ca=operator_ca,
@@ -229,6 +240,95 @@ def _ca_options(args: argparse.Namespace) -> tuple[bytes | None, CertificateAuth
     return passphrase, ca
 
 
+# -- TLS on the gRPC port ------------------------------------------------
+
+
+def _add_tls_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve gRPC over TLS with a certificate this replica issues itself from the mesh "
+        "CA (needs the CA key passphrase); clients verify it with the bundle from "
+        "--print-bundle",
+    )
+    parser.add_argument(
+        "--tls-san",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="with --tls: another DNS name or IP address clients use to reach this replica "
+        "(repeatable; the --listen host is always included)",
+    )
+    parser.add_argument(
+        "--tls-cert",
+        metavar="PEM",
+        help="serve gRPC over TLS with this certificate chain instead (with --tls-key)",
+    )
+    parser.add_argument("--tls-key", metavar="PEM", help="private key of --tls-cert")
+
+
+def _tls_options(args: argparse.Namespace, passphrase: bytes | None) -> TlsOptions | None:
+    """The TLS mode from the flags, or None for plaintext; ConfigError naming the flag."""
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise ConfigError("--tls-cert/--tls-key", "give both, or neither")
+    if args.tls_cert:
+        if args.tls:
+            raise ConfigError("--tls", "give --tls or --tls-cert/--tls-key, not both")
+        return TlsOptions(
+            cert_pem=_read(args.tls_cert, "--tls-cert"), key_pem=_read(args.tls_key, "--tls-key")
+        )
+    if not args.tls:
+        if args.tls_san:
+            raise ConfigError("--tls-san", "only applies with --tls")
+        return None
+    if passphrase is None:
+        raise ConfigError(
+            "--tls",
+            "the replica issues its certificate from the mesh CA and needs its passphrase: "
+            "--ca-key-passphrase-file FILE or env SKEIN_CA_PASSPHRASE "
+            "(or use --tls-cert/--tls-key)",
+        )
+    return TlsOptions(sans=tuple(args.tls_san))
+
+
+async def _print_bundle(options: ControlOptions) -> int:
+    """`skein control --print-bundle`: the trust bundle PEM from etcd on stdout."""
+    store = EtcdStore(options.etcd)
+    try:
+        value = await store.get(KeyLayout(options.prefix).ca_bundle)
+    except (StoreUnavailableError, StoreError) as err:
+        print(f"error: --print-bundle: cannot read etcd: {err}", file=sys.stderr)
+        return 1
+    finally:
+        await store.close()
+    if value is None:
+        print(
+            f"error: --print-bundle: no mesh CA under {options.prefix} yet; start control with "
+            "a CA key passphrase once to create it",
+            file=sys.stderr,
+        )
+        return 1
+    sys.stdout.write(value.value.decode())
+    return 0
+
+
+async def _server_credentials(
+    options: ControlOptions, identity: IdentityService
+) -> tuple[grpc.ServerCredentials | None, ServerTls | None]:
+    """(credentials for the gRPC port or None for plaintext, the renewer if self-issued)."""
+    if options.tls is None:
+        return None, None
+    if options.tls.cert_pem is not None:
+        return file_credentials(options.tls), None
+    tls = ServerTls(
+        identity.authority,
+        trust_domain=options.trust_domain,
+        names=server_names(options.listen[0], options.tls.sans),
+        ttl=options.tls.ttl,
+    )
+    return await tls.credentials(), tls
+
+
 def bind_error(address: HostPort) -> str:
     """Why `address` cannot be bound, found by trying (gRPC only logs the reason)."""
     host, port = address
@@ -250,6 +350,8 @@ def main(args: argparse.Namespace) -> int:
     except (AddressError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if args.print_bundle:
+        return run(_print_bundle(options))
     if args.rotate_ca or args.retire_ca:
         return run(_ca_command(options, args.retire_ca))
     return run(serve(options))
@@ -289,9 +391,23 @@ async def serve(options: ControlOptions) -> int:
         return translate(mirror, key)
 
     cache = SnapshotCache(build, MonotonicClock(), WallClock())
+    authorizer = Authorizer(options.operators)
+    identity = IdentityService(
+        store,
+        layout,
+        passphrase=options.ca_passphrase,
+        trust_domain=options.trust_domain,
+        operator_ca=options.operator_ca,
+        authorize_operator=lambda context, _method: authorizer.authorize(context, Role.OPERATOR),
+    )
+    credentials, server_tls = await _server_credentials(options, identity)
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     try:
-        port = server.add_insecure_port(format_hostport(options.listen))
+        address = format_hostport(options.listen)
+        if credentials is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, credentials)
     except RuntimeError:
         port = 0
     if not port:
@@ -315,16 +431,7 @@ async def serve(options: ControlOptions) -> int:
         coalesce=options.coalesce,
         coalesce_max=options.coalesce_max,
     )
-    authorizer = Authorizer(options.operators)
     operator = OperatorService(store, layout, metrics, lambda: mirror.config_revision, authorizer)
-    identity = IdentityService(
-        store,
-        layout,
-        passphrase=options.ca_passphrase,
-        trust_domain=options.trust_domain,
-        operator_ca=options.operator_ca,
-        authorize_operator=lambda context, _method: authorizer.authorize(context, Role.OPERATOR),
-    )
     server.add_generic_rpc_handlers(
         (discovery.handlers(), operator.handlers(), identity.handlers())
     )
@@ -358,6 +465,7 @@ async def serve(options: ControlOptions) -> int:
         admin=format_hostport(admin_addr),
         etcd=",".join(format_hostport(e) for e in options.etcd),
         prefix=options.prefix,
+        tls="off" if options.tls is None else ("files" if server_tls is None else "mesh CA"),
     )
     if options.operators is None:
         log.warning(
@@ -386,6 +494,8 @@ async def serve(options: ControlOptions) -> int:
         asyncio.create_task(discovery.run_rebuilds(), name="rebuild"),
         asyncio.create_task(status.run(), name="status"),
     ]
+    if server_tls is not None:
+        tasks.append(asyncio.create_task(server_tls.run(), name="tls"))
     stopper = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
     code = 0

@@ -20,6 +20,7 @@ import os
 import random
 import signal
 import socket
+import ssl
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -294,6 +295,13 @@ def _add_tls_arguments(parser: argparse.ArgumentParser) -> None:
         help="renew an issued certificate at this share of its lifetime (default 0.5)",
     )
     parser.add_argument(
+        "--control-ca",
+        metavar="FILE",
+        default=os.environ.get("SKEIN_CONTROL_CA"),
+        help="talk TLS to control and verify its certificate with these CAs (PEM; env "
+        "SKEIN_CONTROL_CA; `skein control --print-bundle`); needed to send --join-token safely",
+    )
+    parser.add_argument(
         "--trust-domain",
         metavar="NAME",
         default="skein.local",
@@ -309,6 +317,21 @@ def _tls_store(args: argparse.Namespace) -> CertificateStore | None:
         return CertificateStore(args.tls_cert, args.tls_key, args.tls_bundle)
     except TlsError as err:
         raise SystemExit(f"error: --tls-cert/--tls-key/--tls-bundle: {err}") from None
+
+
+def _control_tls(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """TLS 1.2+ to control, its chain verified against --control-ca and its name checked."""
+    if not args.control_ca:
+        return None
+    try:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=args.control_ca)
+    except (OSError, ssl.SSLError) as err:
+        raise SystemExit(
+            f"error: --control-ca: cannot load CA certificates from {args.control_ca}: {err}; "
+            "get them with `skein control --print-bundle`"
+        ) from None
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
 
 
 def _check_tls(args: argparse.Namespace) -> str | None:
@@ -398,7 +421,8 @@ async def serve(args: argparse.Namespace) -> int:
     issuer: Issuer | None = None
     instance = _instance_id(args)
     state_dir = args.state_dir or default_state_dir(args.service, instance)
-    channels = ControlChannels()  # one connection per control replica, shared
+    # one connection per control replica, shared; TLS when --control-ca is given
+    channels = ControlChannels(tls=_control_tls(args))
     if args.join_token:
         issuer = Issuer(
             ControlEndpoints(args.control, channels),

@@ -53,7 +53,28 @@ def _client(args: argparse.Namespace) -> OperatorClient:
     except ConfigError as err:
         raise UsageError(f"{err}; example: --control 127.0.0.1:15010,10.0.0.2:15010") from None
     token = args.token or os.environ.get("SKEIN_TOKEN") or None
-    return OperatorClient(addresses, connect_timeout=args.connect_timeout, token=token)
+    return OperatorClient(
+        addresses, connect_timeout=args.connect_timeout, token=token, root_certificates=_roots(args)
+    )
+
+
+def _roots(args: argparse.Namespace) -> bytes | None:
+    """The CAs that verify control's TLS certificate (--control-ca / SKEIN_CONTROL_CA), or None."""
+    path = args.control_ca or os.environ.get("SKEIN_CONTROL_CA") or None
+    if path is None:
+        return None
+    flag = "--control-ca" if args.control_ca else "SKEIN_CONTROL_CA"
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as err:
+        raise UsageError(f"{flag}: cannot read {path}: {err.strerror or err}") from None
+    if b"-----BEGIN CERTIFICATE-----" not in data:
+        raise UsageError(
+            f"{flag}: {path} holds no PEM certificate; get the bundle with "
+            "`skein control --print-bundle --etcd HOST:PORT > FILE`"
+        )
+    return data
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
@@ -388,6 +409,12 @@ def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
         "--token",
         metavar="TOKEN",
         help="operator token, sent as a bearer token on every call (env SKEIN_TOKEN)",
+    )
+    api.add_argument(
+        "--control-ca",
+        metavar="FILE",
+        help="talk TLS to control and verify its certificate with these CAs (PEM; env "
+        "SKEIN_CONTROL_CA; get them with `skein control --print-bundle`)",
     )
 
     p = sub.add_parser("apply", parents=[api], help="create or update resources from manifests")

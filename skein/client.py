@@ -66,9 +66,21 @@ class OperatorCallError(SkeinError):
         super().__init__(f"control at {address}: {code.name}: {message}")
 
 
-def _reason(err: grpc.RpcError) -> str:
+def _reason(err: grpc.RpcError, tls: bool = False) -> str:
     """A short reason for a replica that could not serve."""
     details: str = err.details() or ""
+    if not tls and "Socket closed" in details:
+        return (
+            f"the connection was closed at once ({details}); if control serves TLS "
+            "(--tls), pass --control-ca FILE (from `skein control --print-bundle`)"
+        )
+    if "CERTIFICATE_VERIFY_FAILED" in details or "certificate verify failed" in details:
+        return (
+            "TLS: control's certificate does not verify against --control-ca "
+            f"(another mesh's CA, or a stale bundle): {details}"
+        )
+    if "Peer name" in details and "not in peer certificate" in details:
+        return f"TLS: control's certificate does not name this address (--tls-san): {details}"
     if "Connection refused" in details:
         return "connection refused (nothing listening there)"
     if "failed to connect" in details or "Deadline" in details:
@@ -86,6 +98,7 @@ class OperatorClient:
         connect_timeout: float = 3.0,
         call_timeout: float = 30.0,
         token: str | None = None,
+        root_certificates: bytes | None = None,
     ) -> None:
         if not addresses:
             raise ValueError("at least one control address is needed")
@@ -93,6 +106,8 @@ class OperatorClient:
         self._connect_timeout = connect_timeout
         self._call_timeout = call_timeout
         self._channels: dict[str, grpc.Channel] = {}
+        # Set: TLS to control, its certificate verified against these CAs (--control-ca).
+        self._roots = root_certificates
         self._preferred = 0  # index of the replica that answered last
         # Sent on every call when set: the control daemon's --operators file knows its digest.
         self.metadata: tuple[tuple[str, str], ...] = (
@@ -117,7 +132,11 @@ class OperatorClient:
                 ("grpc.min_reconnect_backoff_ms", backoff),
                 ("grpc.initial_reconnect_backoff_ms", backoff),
             ]
-            channel = grpc.insecure_channel(target, options=options)
+            if self._roots is None:
+                channel = grpc.insecure_channel(target, options=options)
+            else:
+                credentials = grpc.ssl_channel_credentials(root_certificates=self._roots)
+                channel = grpc.secure_channel(target, credentials, options=options)
             self._channels[target] = channel
         return channel
 
@@ -143,7 +162,7 @@ class OperatorClient:
                 code: grpc.StatusCode = err.code()
                 message: str = err.details() or ""
                 if code in _FAILOVER:
-                    failures.append((target, _reason(err)))
+                    failures.append((target, _reason(err, self._roots is not None)))
                     continue
                 raise OperatorCallError(target, code, message) from None
             self._preferred = index
