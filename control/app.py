@@ -34,14 +34,25 @@ from control.operator import OperatorService
 from control.stats import ControlMetrics
 from control.status import StatusWriter
 from control.store import DEFAULT_PREFIX, EtcdStore, KeyLayout, StoreError
-from control.tls import ServerTls, TlsOptions, file_credentials, server_names
+from control.tls import (
+    DEFAULT_SERVER_TTL,
+    ServerTls,
+    TlsOptions,
+    file_credentials,
+    server_names,
+)
 from control.translate import NodeKey, translate
 from control.watch import MirrorWatcher
 from skein.addr import HostPort, format_hostport, parse_hostport, parse_hostport_list
 from skein.clock import MonotonicClock
 from skein.errors import AddressError, ConfigError, StoreUnavailableError
 from skein.logging import configure, get_logger
-from skein.pki import DEFAULT_TRUST_DOMAIN, CertificateAuthority, check_trust_domain
+from skein.pki import (
+    DEFAULT_TRUST_DOMAIN,
+    MAX_LEAF_TTL,
+    CertificateAuthority,
+    check_trust_domain,
+)
 from skein.pki.errors import PkiError
 from skein.runtime import run
 
@@ -260,6 +271,14 @@ def _add_tls_arguments(parser: argparse.ArgumentParser) -> None:
         "(repeatable; the --listen host is always included)",
     )
     parser.add_argument(
+        "--tls-cert-ttl",
+        type=float,
+        default=DEFAULT_SERVER_TTL,
+        metavar="SECONDS",
+        help="with --tls: lifetime of the replica's certificate; a new one serves new "
+        f"connections at half of it (default {DEFAULT_SERVER_TTL:.0f})",
+    )
+    parser.add_argument(
         "--tls-cert",
         metavar="PEM",
         help="serve gRPC over TLS with this certificate chain instead (with --tls-key)",
@@ -288,7 +307,11 @@ def _tls_options(args: argparse.Namespace, passphrase: bytes | None) -> TlsOptio
             "--ca-key-passphrase-file FILE or env SKEIN_CA_PASSPHRASE "
             "(or use --tls-cert/--tls-key)",
         )
-    return TlsOptions(sans=tuple(args.tls_san))
+    if not 1 <= args.tls_cert_ttl <= MAX_LEAF_TTL:
+        raise ConfigError(
+            "--tls-cert-ttl", f"must be 1-{MAX_LEAF_TTL:.0f} seconds, got {args.tls_cert_ttl:g}"
+        )
+    return TlsOptions(sans=tuple(args.tls_san), ttl=args.tls_cert_ttl)
 
 
 async def _print_bundle(options: ControlOptions) -> int:

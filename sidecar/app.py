@@ -423,6 +423,11 @@ async def serve(args: argparse.Namespace) -> int:
     state_dir = args.state_dir or default_state_dir(args.service, instance)
     # one connection per control replica, shared; TLS when --control-ca is given
     channels = ControlChannels(tls=_control_tls(args))
+    if args.join_token and channels.tls is None:
+        log.warning(
+            "the join token goes to control in plaintext",
+            fix="start control with --tls and give this sidecar --control-ca FILE",
+        )
     if args.join_token:
         issuer = Issuer(
             ControlEndpoints(args.control, channels),

@@ -32,6 +32,11 @@ class ControlChannels:
         self._tls = tls
         self._channels: dict[str, GrpcChannel] = {}
 
+    @property
+    def tls(self) -> ssl.SSLContext | None:
+        """The client context verifying control (None: plaintext h2c)."""
+        return self._tls
+
     def get(self, address: str) -> GrpcChannel:
         channel = self._channels.get(address)
         if channel is None:

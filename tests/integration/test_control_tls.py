@@ -4,6 +4,7 @@ TLS) in; a client without it, with another CA, or in plaintext is refused, sayin
 
 from __future__ import annotations
 
+import os
 import pathlib
 import socket
 import ssl
@@ -210,3 +211,133 @@ def test_sidecars_join_over_tls_and_serve_calls(
         assert stray.proc is not None and stray.proc.poll() is None  # still retrying
     finally:
         app.stop()
+
+
+def _served_serial(listen: str, bundle: pathlib.Path) -> int:
+    """The serial number of the certificate control serves a new connection."""
+    context = ssl.create_default_context(cafile=str(bundle))
+    context.set_alpn_protocols(["h2"])
+    host, port = listen.rsplit(":", 1)
+    with (
+        socket.create_connection((host, int(port)), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname=host) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return int(x509.load_der_x509_certificate(der).serial_number)
+
+
+def test_the_server_certificate_is_renewed_without_a_restart(
+    etcd: LocalEtcd, procs: ProcessGroup, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    secret = tmp_path / "passphrase"
+    secret.write_text("control tls passphrase\n")
+    prefix = mesh_support.unique_prefix()
+    control = mesh_support.start_control(
+        procs,
+        "control",
+        etcd.endpoint,
+        prefix,
+        "--ca-key-passphrase-file",
+        str(secret),
+        "--tls",
+        "--tls-cert-ttl",
+        "3",
+    )
+    listen = control.addresses["listen"]
+    printed = subprocess.run(
+        skein_argv("control", "--print-bundle", "--etcd", etcd.endpoint, "--prefix", prefix),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_text(printed.stdout)
+    first = _served_serial(listen, bundle)
+    # renewed at half of 3 s: a later handshake gets another certificate, same process
+    second = mesh_support.wait_for(
+        lambda: (s := _served_serial(listen, bundle)) != first and s, 10, "a renewed certificate"
+    )
+    assert second != first
+    assert control.proc is not None and control.proc.poll() is None
+    log = (tmp_path / "control.log").read_text()
+    assert log.count('"event": "server certificate issued"') >= 2
+    code, _, err = _skein(
+        capsys, "get", "services", "--control", listen, "--control-ca", str(bundle)
+    )
+    assert code == 0, err
+
+
+def test_an_operator_certificate_from_files(
+    etcd: LocalEtcd, procs: ProcessGroup, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from control.tls import issue_server_certificate
+
+    ca = CertificateAuthority.generate("example.org", time.time())
+    key, chain, _ = issue_server_certificate(ca, "example.org", ["127.0.0.1"], time.time())
+    (tmp_path / "server.pem").write_bytes(chain)
+    (tmp_path / "server-key.pem").write_bytes(key)
+    (tmp_path / "ca.pem").write_bytes(certificates_pem([ca.anchor]))
+    control = mesh_support.start_control(
+        procs,
+        "control",
+        etcd.endpoint,
+        mesh_support.unique_prefix(),
+        "--tls-cert",
+        str(tmp_path / "server.pem"),
+        "--tls-key",
+        str(tmp_path / "server-key.pem"),
+    )
+    listen = control.addresses["listen"]
+    code, _, err = _skein(
+        capsys, "status", "--control", listen, "--control-ca", str(tmp_path / "ca.pem")
+    )
+    assert code == 0, err
+    code, _, err = _skein(capsys, "status", "--control", listen, "--connect-timeout", "2")
+    assert code != 0 and "pass --control-ca FILE" in err
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (("--tls",), "--tls: the replica issues its certificate from the mesh CA"),
+        (("--tls-san", "x.example"), "--tls-san: only applies with --tls"),
+        (("--tls-cert", "c.pem"), "--tls-cert/--tls-key: give both, or neither"),
+    ],
+)
+def test_tls_flag_mistakes_are_named(flags: tuple[str, ...], message: str) -> None:
+    done = subprocess.run(
+        skein_argv("control", "--etcd", "127.0.0.1:1", *flags),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env={k: v for k, v in os.environ.items() if k != "SKEIN_CA_PASSPHRASE"},
+    )
+    assert done.returncode == 2
+    assert message in done.stderr
+
+
+def test_a_sidecar_warns_when_its_join_token_would_travel_in_plaintext(
+    etcd: LocalEtcd, procs: ProcessGroup, tmp_path: pathlib.Path
+) -> None:
+    control = mesh_support.start_control(
+        procs, "control", etcd.endpoint, mesh_support.unique_prefix()
+    )
+    procs.sidecar(
+        "sidecar",
+        "echo",
+        control.addresses["listen"],
+        "127.0.0.1:1",
+        "--join-token",
+        "skt_0123456789abcdef." + "x" * 43,
+    )
+    mesh_support.wait_for(
+        lambda: (
+            '"event": "the join token goes to control in plaintext"'
+            in (tmp_path / "sidecar.log").read_text()
+        ),
+        15,
+        "the plaintext warning",
+    )
