@@ -6,6 +6,12 @@ with backoff; it never exits for it. SIGTERM/SIGINT: stop accepting, close
 the streams (sidecars fail over to another replica), revoke the replica's
 lease (its status records vanish), exit 0.
 
+TLS (opt-in, see control/tls.py): `--tls` issues the replica a server
+certificate from the mesh CA before the gRPC port is bound, so with --tls the
+replica waits for etcd (retrying) before it listens at all; `--tls-cert/
+--tls-key` serve an operator's certificate instead. Clients verify it with
+the bundle `--print-bundle` prints.
+
 Default ports: gRPC 127.0.0.1:15010 (DESIGN.md), admin 127.0.0.1:15014
 (istiod's monitoring port; 15000 is the sidecar's admin).
 """

@@ -341,3 +341,16 @@ def test_a_sidecar_warns_when_its_join_token_would_travel_in_plaintext(
         15,
         "the plaintext warning",
     )
+
+
+def test_print_bundle_without_a_ca_says_how_to_make_one(etcd: LocalEtcd) -> None:
+    prefix = mesh_support.unique_prefix()
+    done = subprocess.run(
+        skein_argv("control", "--print-bundle", "--etcd", etcd.endpoint, "--prefix", prefix),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 1 and done.stdout == ""
+    assert f"no mesh CA under {prefix} yet" in done.stderr
