@@ -10,8 +10,10 @@ removes its temp dirs. Exit status 1 when any call failed (or the mesh
 never came up).
 
 Secured by default, as docs/security.md describes: control keeps a mesh CA
-(its key encrypted with a random passphrase made here) and requires an
-operator token (made here; every operator call of the demo carries it);
+(its key encrypted with a random passphrase made here), serves its gRPC
+port over TLS with a certificate from that CA (clients verify it with the
+bundle from `skein control --print-bundle`) and requires an operator token
+(made here; every operator call of the demo carries it);
 each sidecar gets its certificate with a join token for its own service;
 the manifests set mtls STRICT and AuthorizationPolicies allow exactly the
 shop's call graph. Apps, the traffic generator included, talk plaintext to
@@ -28,6 +30,7 @@ import os
 import secrets
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -44,7 +47,7 @@ from skein.client import OperatorClient
 from skein.clock import MonotonicClock
 from skein.config import load_manifests
 from skein.errors import SkeinError
-from skein.launch import Daemon, ProcessGroup, free_port
+from skein.launch import Daemon, ProcessGroup, free_port, skein_argv
 from skein.localetcd import LocalEtcd
 from skein.output import format_apply
 
@@ -62,7 +65,8 @@ JOIN_TOKEN_TTL = 48 * 3600
 SECURE_BANNER = (
     "security    on: mTLS STRICT between sidecars (SPIFFE identities from control's CA, "
     "one join token per service), AuthorizationPolicy default-deny along the call graph, "
-    "operator auth (bearer token); apps talk plaintext to their own sidecar on localhost"
+    "operator auth (bearer token), TLS to control; apps talk plaintext to their own sidecar "
+    "on localhost"
 )
 INSECURE_BANNER = (
     "security    off (--insecure): plaintext between sidecars, no identities, "
@@ -115,11 +119,15 @@ class Shop:
         self.sidecars: dict[str, Daemon] = {}
         self.users_port = _addr()
         self.token: str | None = None
+        # The mesh trust bundle that verifies control's TLS certificate (file and bytes).
+        self.control_ca_path: str | None = None
+        self._control_ca: bytes | None = None
         self._join_tokens: dict[str, str] = {}
 
     def _control_flags(self) -> list[str]:
-        """Secure control: a generated CA whose key a random passphrase encrypts, and
-        one operator (role operator) whose token only this process knows."""
+        """Secure control: a generated CA whose key a random passphrase encrypts, TLS on
+        its gRPC port (a certificate from that CA), and one operator (role operator)
+        whose token only this process knows."""
         if not self.secure:
             return []
         from control.auth import hash_token, new_token
@@ -134,10 +142,25 @@ class Shop:
             operators,
             f"- {{name: demo, role: operator, token_sha256: {hash_token(self.token)}}}\n",
         )
-        return ["--ca-key-passphrase-file", passphrase, "--operators", operators]
+        return ["--ca-key-passphrase-file", passphrase, "--operators", operators, "--tls"]
+
+    def _fetch_control_ca(self) -> None:
+        """`skein control --print-bundle`: what clients verify control's certificate with."""
+        if not self.secure:
+            return
+        argv = skein_argv("control", "--print-bundle", "--etcd", self.etcd.endpoint)
+        result = subprocess.run(argv, capture_output=True, timeout=20, check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"skein control --print-bundle failed: {result.stderr.decode()}")
+        self._control_ca = result.stdout
+        self.control_ca_path = os.path.join(self.workdir, "secrets", "control-ca.pem")
+        with open(self.control_ca_path, "wb") as out:
+            out.write(self._control_ca)
 
     def client(self) -> OperatorClient:
-        return OperatorClient(parse_hostport_list(self.control), token=self.token)
+        return OperatorClient(
+            parse_hostport_list(self.control), token=self.token, root_certificates=self._control_ca
+        )
 
     def _apply(self, say: Callable[..., object]) -> None:
         """The shop's manifests (and, secured, its AuthorizationPolicies) in one apply."""
@@ -179,6 +202,7 @@ class Shop:
                 )
                 apps.append((instance, daemon, app, extra))
         control.wait_ready(timeout=20.0)
+        self._fetch_control_ca()
         say(f"control     {self.control}")
         self._apply(say)
         self._create_join_tokens()
@@ -218,7 +242,13 @@ class Shop:
     def _sidecar(self, instance: str, service: str, app: str, flags: list[str]) -> Daemon:
         state = os.path.join(self.workdir, "state", instance)
         # The join token goes in the environment, not argv, which any local user can read.
-        env = {"SKEIN_JOIN_TOKEN": self._join_tokens[service]} if self.secure else None
+        env = None
+        if self.secure:
+            assert self.control_ca_path is not None
+            env = {
+                "SKEIN_JOIN_TOKEN": self._join_tokens[service],
+                "SKEIN_CONTROL_CA": self.control_ca_path,
+            }
         return self.procs.sidecar(
             f"sidecar-{instance}",
             service,

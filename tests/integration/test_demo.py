@@ -163,9 +163,10 @@ def test_secure_demo_authorization_follows_the_call_graph(shop: Shop) -> None:
 def test_secure_demo_audits_its_applies_for_its_operator(
     shop: Shop, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert shop.token is not None
+    assert shop.token is not None and shop.control_ca_path is not None
+    target = ["--control", shop.control, "--control-ca", shop.control_ca_path]
     capsys.readouterr()
-    code = cli.main(["audit", "-o", "json", "--control", shop.control, "--token", shop.token])
+    code = cli.main(["audit", "-o", "json", *target, "--token", shop.token])
     out, err = capsys.readouterr()
     assert code == 0, err
     entries = json.loads(out)
@@ -178,6 +179,10 @@ def test_secure_demo_audits_its_applies_for_its_operator(
     assert ("AuthorizationPolicy", "payments-from-orders") in applied
     assert {e["role"] for e in entries if e["principal"] == "demo"} == {"operator"}
     # without the token the operator API refuses
-    code = cli.main(["audit", "-o", "json", "--control", shop.control])
+    code = cli.main(["audit", "-o", "json", *target])
     _, err = capsys.readouterr()
     assert code != 0 and "UNAUTHENTICATED" in err, err
+    # control serves TLS only: a plaintext client is refused
+    code = cli.main(["audit", "-o", "json", "--control", shop.control, "--token", shop.token])
+    _, err = capsys.readouterr()
+    assert code != 0 and "pass --control-ca FILE" in err, err
