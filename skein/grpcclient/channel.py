@@ -122,6 +122,10 @@ class GrpcChannel:
                 )
             else:
                 await loop.create_connection(lambda: conn, self._host, self._port)
+        except _ssl.SSLError as err:  # before OSError, of which it is a kind
+            raise RpcError(
+                StatusCode.UNAVAILABLE, f"TLS handshake failed: {err.reason or err}", self.address
+            ) from None
         except OSError as err:
             # asyncio words a refused connect as "Connect call failed (...)"; say why
             reason = os.strerror(err.errno) if err.errno else str(err) or type(err).__name__

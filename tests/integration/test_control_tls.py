@@ -208,6 +208,7 @@ def test_sidecars_join_over_tls_and_serve_calls(
             "refused certificate requests in sidecar-c's log",
         )
         assert '"event": "certificate obtained"' not in stray_log.read_text()
+        assert "TLS handshake failed: CERTIFICATE_VERIFY_FAILED" in stray_log.read_text()
         assert stray.proc is not None and stray.proc.poll() is None  # still retrying
     finally:
         app.stop()
