@@ -81,7 +81,7 @@ class Daemon:
     def wait_ready(self, timeout: float = 20.0, path: str = "/ready") -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not self.alive() and self._retry_bind():
+            if not self.alive() and self.retry_bind():
                 continue
             if not self.alive():
                 raise RuntimeError(
@@ -93,7 +93,7 @@ class Daemon:
             time.sleep(0.05)
         raise TimeoutError(f"{self.name} not ready after {timeout}s; log: {self.log_path}")
 
-    def _retry_bind(self) -> bool:
+    def retry_bind(self) -> bool:
         """Restart on fresh ports if the daemon died because a port was taken."""
         if self.rebind is None or self.binds_left <= 0 or self.log_path is None:
             return False

@@ -47,7 +47,7 @@ from skein.client import OperatorClient
 from skein.clock import MonotonicClock
 from skein.config import load_manifests
 from skein.errors import SkeinError
-from skein.launch import Daemon, ProcessGroup, free_port, skein_argv
+from skein.launch import Daemon, ProcessGroup, Rebind, free_port, skein_argv
 from skein.localetcd import LocalEtcd
 from skein.output import format_apply
 
@@ -78,21 +78,37 @@ def _addr() -> str:
     return f"127.0.0.1:{free_port()}"
 
 
-def _wait_serving(name: str, daemon: Daemon, address: str, deadline: float) -> None:
+def _app_launch(service: str, instance: str, upstreams: list[str]) -> Rebind:
+    """The app's command line on a fresh port (called again if that port was taken)."""
+
+    def build() -> tuple[list[str], str | None, dict[str, str]]:
+        app = _addr()
+        argv = ["--service", service, "--instance", instance, "--listen", app]
+        argv += [a for up in upstreams for a in ("--upstream", up)]
+        return [sys.executable, "-m", "examples.shop.server", *argv], None, {"app": app}
+
+    return build
+
+
+def _wait_serving(name: str, daemon: Daemon, deadline: float) -> None:
     """Until the app answers grpc.health.v1 Check with SERVING."""
-    with grpc.insecure_channel(address) as channel:
-        check = channel.unary_unary("/grpc.health.v1.Health/Check")
-        while True:
-            if not daemon.alive():
-                raise RuntimeError(f"{name} exited early; see {daemon.log_path}")
-            try:
-                if check(b"", timeout=1.0) == SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{name} is not serving on {address}; see {daemon.log_path}")
-            time.sleep(0.05)
+    while True:
+        address = daemon.addresses["app"]
+        with grpc.insecure_channel(address) as channel:
+            check = channel.unary_unary("/grpc.health.v1.Health/Check")
+            while True:
+                if not daemon.alive():
+                    if daemon.retry_bind():  # another process took its port first
+                        break
+                    raise RuntimeError(f"{name} exited early; see {daemon.log_path}")
+                try:
+                    if check(b"", timeout=1.0) == SERVING:
+                        return
+                except grpc.RpcError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{name} is not serving on {address}; see {daemon.log_path}")
+                time.sleep(0.05)
 
 
 def _write_secret(path: str, text: str) -> None:
@@ -188,19 +204,15 @@ class Shop:
         control = self.procs.control("control", self.etcd.endpoint, *self._control_flags())
         self.control = control.addresses["listen"]
         # Start the apps while the control daemon boots; they need nothing from it.
-        apps: list[tuple[str, Daemon, str, list[str]]] = []
+        apps: list[tuple[str, Daemon, list[str]]] = []
         for service, count in INSTANCES.items():
             for i in range(1, count + 1):
                 instance = f"{service}-{i}"
-                app, extra = _addr(), []
-                argv = ["--service", service, "--instance", instance, "--listen", app]
+                extra = []
                 if service == "orders":
                     extra = [f"inventory={_addr()}", f"payments={_addr()}"]
-                    argv += [a for up in extra for a in ("--upstream", up)]
-                daemon = self.procs.start(
-                    instance, [sys.executable, "-m", "examples.shop.server", *argv]
-                )
-                apps.append((instance, daemon, app, extra))
+                daemon = self.procs.start_bound(instance, _app_launch(service, instance, extra))
+                apps.append((instance, daemon, extra))
         control.wait_ready(timeout=20.0)
         self._fetch_control_ca()
         say(f"control     {self.control}")
@@ -208,13 +220,13 @@ class Shop:
         self._create_join_tokens()
         # A sidecar registers its instance as soon as it starts: wait until the
         # app behind it serves, so no caller is sent to an app still booting.
-        for instance, daemon, app, _ in apps:
-            _wait_serving(instance, daemon, app, deadline)
+        for instance, daemon, _ in apps:
+            _wait_serving(instance, daemon, deadline)
 
-        for instance, _, app, extra in apps:
+        for instance, daemon, extra in apps:
             flags = [a for up in extra for a in ("--upstream", up)]
             self.sidecars[instance] = self._sidecar(
-                instance, instance.rsplit("-", 1)[0], app, flags
+                instance, instance.rsplit("-", 1)[0], daemon.addresses["app"], flags
             )
         sidecars = list(self.sidecars.values())
         # The gateway has no app of its own to serve; its --app is never called.
