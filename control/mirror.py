@@ -69,6 +69,9 @@ class Mirror:
         # kind -> service -> names (both protect the service they name)
         self.by_service: dict[str, dict[str, _Named]] = {kind: {} for kind in _BY_SERVICE}
         self._service_index: dict[str, dict[str, set[str]]] = {kind: {} for kind in _BY_SERVICE}
+        # every CA sidecars must trust (PEM), pushed in snapshots so that a CA rotation
+        # reaches every sidecar before any of them presents a certificate from the new CA
+        self.trust_bundle = ""
 
     def load(self, revision: int, kvs: Iterable[KeyValue]) -> None:
         """Replace everything with a full range read taken at `revision`."""
@@ -76,6 +79,7 @@ class Mirror:
         self.policies.clear()
         self.endpoints.clear()
         self._policy_index.clear()
+        self.trust_bundle = ""
         for kind in _BY_SERVICE:
             self.by_service[kind].clear()
             self._service_index[kind].clear()
@@ -142,6 +146,9 @@ class Mirror:
 
     def _put(self, key: bytes, value: bytes, mod_revision: int) -> bool:
         """Store one value; True when the key is relevant (a bad value counts as absent)."""
+        if key == self.layout.ca_bundle:
+            self.trust_bundle = value.decode("ascii", errors="replace")
+            return True
         parsed = self.layout.parse(key)
         name = parsed.name
         if parsed.section == "resources" and name:
@@ -203,6 +210,9 @@ class Mirror:
                     del index[old.spec.service]
 
     def _delete(self, key: bytes) -> bool:
+        if key == self.layout.ca_bundle:
+            self.trust_bundle = ""
+            return True
         parsed = self.layout.parse(key)
         if parsed.section == "resources":
             if parsed.kind == "Service":

@@ -43,6 +43,7 @@ def translate(mirror: Mirror, key: NodeKey) -> discovery_pb2.Snapshot:
         if instances:
             for instance in sorted(instances):
                 cluster.endpoints.append(instances[instance])
+    snap.trust_bundle_pem = mirror.trust_bundle
     local = mirror.policy_for(service) if service else None
     if local is not None:
         snap.local_policy.CopyFrom(local)

@@ -136,3 +136,16 @@ def test_config_revision_ignores_status_writes_and_counts_deletes() -> None:
     # A reload (after compaction) keeps what was seen: the delete at 31 left no key behind.
     m.load(40, [kv(L.resource("TrafficPolicy", "web"), policy("web", "web", 1), 5)])
     assert m.revision == 40 and m.config_revision == 31
+
+
+def test_the_trust_bundle_reaches_every_snapshot_and_follows_rotation() -> None:
+    m, _ = loaded()
+    assert translate(m, node_key("web", ["orders"])).trust_bundle_pem == ""
+    old = "-----BEGIN CERTIFICATE-----\nOLD\n-----END CERTIFICATE-----\n"
+    assert m.apply(WatchBatch(30, ((L.ca_bundle, old.encode(), 30, False),)))
+    assert translate(m, node_key("web", ["orders"])).trust_bundle_pem == old
+    assert translate(m, node_key("users", [])).trust_bundle_pem == old  # no upstreams too
+    both = old + old.replace("OLD", "NEW")
+    assert m.apply(WatchBatch(31, ((L.ca_bundle, both.encode(), 31, False),)))
+    assert translate(m, node_key("web", ["orders"])).trust_bundle_pem == both
+    assert m.config_revision == 31
