@@ -49,6 +49,7 @@ from sidecar.tls.issuer import Issuer
 from sidecar.transport import Dispatcher, Listener, UpstreamPool, start_listener
 from skein.addr import HostPort, format_hostport, parse_hostport, parse_hostport_list
 from skein.config import check_name, parse_snapshot
+from skein.config.model import MtlsMode
 from skein.errors import ConfigError
 from skein.logging import configure, get_logger
 from skein.metrics import Registry
@@ -495,7 +496,7 @@ async def serve(args: argparse.Namespace) -> int:
             service=args.service, instance=instance, labels=dict(args.label), upstreams=upstreams
         )
         cache = DiskCache(state_dir)
-        parse = parse_snapshot if store is None else _parse_with_mtls(mtls, store, issuer)
+        parse = _parse_without_tls() if store is None else _parse_with_mtls(mtls, store, issuer)
         discovery = DiscoveryClient(
             ControlEndpoints(args.control, channels), node, holder, cache, metrics, parse
         )
@@ -579,6 +580,28 @@ async def serve(args: argparse.Namespace) -> int:
             await admin_server.stop()
     log.info("sidecar stopped")
     return 0
+
+
+def _parse_without_tls() -> Any:
+    """parse_snapshot that warns when the own service asks for STRICT mTLS, which a
+    sidecar without a certificate cannot give (it keeps serving plaintext)."""
+    strict_seen = False
+
+    def parse(version: str, snapshot: discovery_pb2.Snapshot) -> Any:
+        nonlocal strict_seen
+        config = parse_snapshot(version, snapshot)
+        strict = config.local.mtls is MtlsMode.STRICT
+        if strict and not strict_seen:
+            log.warning(
+                "mtls_strict_without_certificate",
+                reason="the service's TrafficPolicy says mtls STRICT, but this sidecar has no "
+                "certificate, so it serves plaintext; start it with --join-token or "
+                "--tls-cert/--tls-key/--tls-bundle",
+            )
+        strict_seen = strict
+        return config
+
+    return parse
 
 
 def _parse_with_mtls(mtls: MtlsPolicy, store: CertificateStore, issuer: Issuer | None) -> Any:

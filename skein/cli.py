@@ -357,6 +357,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             f"the demo needs a source checkout; run it from the repository root (./dev demo): {err}"
         ) from None
     demo_argv = ["--duration", str(args.duration)] if args.duration is not None else []
+    if args.insecure:
+        demo_argv.append("--insecure")
     code: int = demo.main(demo_argv)
     return code
 
@@ -533,6 +535,11 @@ def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
         default=None,
         metavar="S",
         help="stop after S seconds (default: until Ctrl-C)",
+    )
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="plaintext between sidecars, no identities or authorization, open operator API",
     )
     p.set_defaults(run=cmd_demo)
     return parser

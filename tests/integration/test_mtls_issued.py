@@ -79,3 +79,24 @@ def test_openssl_with_a_certificate_from_skein_identity_issue(
             assert '"reason": "no client certificate"' in log
     finally:
         app.stop()
+
+
+def test_strict_without_a_certificate_is_warned_about(etcd: LocalEtcd, tmp_path: Path) -> None:
+    app = mesh_support.EchoApp("b1").start()
+    try:
+        with ProcessGroup(log_dir=str(tmp_path)) as procs:
+            control = mesh_support.start_control(
+                procs, "control", etcd.endpoint, mesh_support.unique_prefix()
+            )
+            policy = mesh_support.traffic_policy("echo", resources_pb2.ROUND_ROBIN)
+            policy.traffic_policy.spec.mtls = resources_pb2.STRICT
+            mesh_support.apply(control, mesh_support.service("echo"), policy)
+            echo = procs.sidecar("sidecar-b", "echo", control.addresses["listen"], app.address)
+            echo.wait_ready(20)
+            log = tmp_path / "sidecar-b.log"
+            mesh_support.wait_for(
+                lambda: "mtls_strict_without_certificate" in log.read_text(), 10, "the warning"
+            )
+            assert log.read_text().count("mtls_strict_without_certificate") == 1
+    finally:
+        app.stop()
