@@ -58,7 +58,9 @@ def encode_resource(message: Any) -> bytes:
     copy = type(message)()
     copy.CopyFrom(message)
     copy.metadata.version = 0
-    encoded: str = json_format.MessageToJson(copy, indent=None)
+    # sorted keys: map fields (labels, weights) must encode the same every time, or an
+    # unchanged apply would look 'configured' and push to every sidecar for nothing
+    encoded: str = json_format.MessageToJson(copy, indent=None, sort_keys=True)
     return encoded.encode()
 
 
