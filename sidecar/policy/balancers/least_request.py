@@ -66,15 +66,11 @@ class PowerOfTwoBalancer(Balancer):
             j = len(cumulative) - 1 if first != len(cumulative) - 1 else first - 1
         return j
 
-
-class LeastRequestBalancer(PowerOfTwoBalancer):
-    __slots__ = ()
-
-    algorithm = Algorithm.LEAST_REQUEST
-
     def acquire(
         self, hash_key: bytes | None = None, avoid: EndpointSlot | None = None
     ) -> EndpointSlot | None:
+        """Draw two candidates (inlined `draw`: this is the hot path), skip `avoid`,
+        and let the subclass prefer one."""
         available = self._available
         n = len(available)
         if n < 2:
@@ -98,7 +94,21 @@ class LeastRequestBalancer(PowerOfTwoBalancer):
             elif b is avoid:
                 slot = a
             else:
-                slot = b if b.in_flight < a.in_flight else a
+                slot = self._prefer(a, b)
         slot.in_flight += 1
         slot.requests += 1
         return slot
+
+    def _prefer(self, a: EndpointSlot, b: EndpointSlot) -> EndpointSlot:
+        """Which of two distinct drawn candidates takes the call."""
+        raise NotImplementedError
+
+
+class LeastRequestBalancer(PowerOfTwoBalancer):
+    __slots__ = ()
+
+    algorithm = Algorithm.LEAST_REQUEST
+
+    def _prefer(self, a: EndpointSlot, b: EndpointSlot) -> EndpointSlot:
+        """Fewer requests in flight; ties go to the first draw."""
+        return b if b.in_flight < a.in_flight else a

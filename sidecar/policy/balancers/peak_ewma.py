@@ -49,47 +49,20 @@ class PeakEwmaBalancer(PowerOfTwoBalancer):
         # may share the slots and switch their tracking off.
         self._tau = self._latency_decay()
 
-    def acquire(
-        self, hash_key: bytes | None = None, avoid: EndpointSlot | None = None
-    ) -> EndpointSlot | None:
-        available = self._available
-        n = len(available)
-        if n < 2:
-            if n == 0:
-                return None
-            slot = available[0]
-        else:
-            if self._cumulative:
-                i = self._draw_weighted()
-                j = self._draw_other_weighted(i)
-            else:
-                r = self._random
-                i = int(r() * n)
-                j = int(r() * (n - 1))
-                if j >= i:
-                    j += 1
-            a = available[i]
-            b = available[j]
-            if a is avoid:
-                slot = b
-            elif b is avoid:
-                slot = a
-            else:
-                stamp_a = a.stamp
-                stamp_b = b.stamp
-                if stamp_a < 0.0 or stamp_b < 0.0:
-                    slot = _unsampled(a, b, stamp_a, stamp_b)
-                else:
-                    cost_a = a.rtt * (a.in_flight + 1)
-                    cost_b = b.rtt * (b.in_flight + 1)
-                    if stamp_a > stamp_b:
-                        cost_b *= exp((stamp_b - stamp_a) / self._tau)
-                    elif stamp_b > stamp_a:
-                        cost_a *= exp((stamp_a - stamp_b) / self._tau)
-                    slot = b if cost_b < cost_a else a
-        slot.in_flight += 1
-        slot.requests += 1
-        return slot
+    def _prefer(self, a: EndpointSlot, b: EndpointSlot) -> EndpointSlot:
+        """The lower cost: latency estimate x (outstanding + 1), both estimates faded
+        to the later of their sample times, so no clock is read on the hot path."""
+        stamp_a = a.stamp
+        stamp_b = b.stamp
+        if stamp_a < 0.0 or stamp_b < 0.0:
+            return _unsampled(a, b, stamp_a, stamp_b)
+        cost_a = a.rtt * (a.in_flight + 1)
+        cost_b = b.rtt * (b.in_flight + 1)
+        if stamp_a > stamp_b:
+            cost_b *= exp((stamp_b - stamp_a) / self._tau)
+        elif stamp_b > stamp_a:
+            cost_a *= exp((stamp_a - stamp_b) / self._tau)
+        return b if cost_b < cost_a else a
 
     def cost(self, slot: EndpointSlot, now: float) -> float:
         """The slot's cost as a pick at `now` would weigh it (for dumps and tests)."""
