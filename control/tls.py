@@ -26,12 +26,12 @@ from dataclasses import dataclass
 
 import grpc
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from skein.errors import SkeinError
 from skein.logging import get_logger
-from skein.pki import BACKDATE, CertificateAuthority, generate_key, key_pem
+from skein.pki import CertificateAuthority, generate_key, key_pem
 
 __all__ = [
     "DEFAULT_SERVER_TTL",
@@ -95,44 +95,9 @@ def issue_server_certificate(
     not_after = min(now + ttl, ca.not_after)
     sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(control_spiffe_id(trust_domain))]
     sans.extend(_general_name(n) for n in names)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([]))
-        .issuer_name(ca.certificate.subject)
-        .public_key(public)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(datetime.datetime.fromtimestamp(now - BACKDATE, tz=datetime.UTC))
-        .not_valid_after(datetime.datetime.fromtimestamp(not_after, tz=datetime.UTC))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectAlternativeName(sans), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
-        .sign(ca.key, _digest(ca))
-    )
+    cert = ca.issue(public, sans, [ExtendedKeyUsageOID.SERVER_AUTH], now, not_after)
     chain = cert.public_bytes(serialization.Encoding.PEM) + ca.intermediates_pem()
     return key_pem(key), chain, not_after
-
-
-def _digest(ca: CertificateAuthority) -> hashes.SHA256 | None:
-    from cryptography.hazmat.primitives.asymmetric import ed448, ed25519
-
-    if isinstance(ca.key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey):
-        return None
-    return hashes.SHA256()
 
 
 def file_credentials(options: TlsOptions) -> grpc.ServerCredentials:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -238,7 +239,24 @@ class CertificateAuthority:
             raise CertificateRequestError(
                 f"csr_pem: the key must be EC, RSA or EdDSA, got {type(public).__name__}"
             )
-        not_after = min(now + ttl, self.not_after)
+        return self.issue(
+            public,
+            [x509.UniformResourceIdentifier(spiffe)],
+            [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
+            now,
+            min(now + ttl, self.not_after),
+        )
+
+    def issue(
+        self,
+        public: CertificatePublicKeyTypes,
+        names: Sequence[x509.GeneralName],
+        usages: Sequence[x509.ObjectIdentifier],
+        now: float,
+        not_after: float,
+    ) -> x509.Certificate:
+        """A leaf for `public`: an empty subject, `names` as its (critical) SAN, the
+        extended key `usages`; every certificate the mesh issues is built here."""
         builder = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([]))  # SPIFFE: the identity is the URI SAN alone
@@ -262,14 +280,9 @@ class CertificateAuthority:
                 ),
                 critical=True,
             )
+            .add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
             .add_extension(
-                x509.ExtendedKeyUsage(
-                    [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-                ),
-                critical=False,
-            )
-            .add_extension(
-                x509.SubjectAlternativeName([x509.UniformResourceIdentifier(spiffe)]),
+                x509.SubjectAlternativeName(list(names)),
                 critical=True,  # the subject is empty: the SAN must be understood
             )
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
