@@ -26,6 +26,7 @@ from typing import Any, cast
 from sidecar.policy.balancer import Balancer, EndpointSlot, SlotKey, make_balancer
 from sidecar.policy.breaker import CircuitBreaker
 from sidecar.policy.budget import RetryBudget
+from sidecar.policy.hashing import HashKeySource
 from sidecar.policy.outlier import OutlierDetector
 from sidecar.policy.ratelimit import RateLimits
 from sidecar.policy.retry import RetryRule
@@ -171,10 +172,7 @@ class UpstreamCluster:
         """Prebuild every slot's Pick per route, and the route retriers."""
         config = self.config
         hashing = config.load_balancer.hash
-        self._hash_source_ip = hashing is not None and hashing.source_ip
-        self._hash_header = (
-            hashing.header.encode() if hashing is not None and not hashing.source_ip else None
-        )
+        self._hash_key = HashKeySource(hashing) if hashing is not None else None
         routes: list[tuple[float | None, RetryConfig]] = [(config.timeout, config.retry)]
         for method in config.methods:
             timeout = method.timeout if method.timeout is not None else config.timeout
@@ -214,22 +212,12 @@ class UpstreamCluster:
             raise NoRoute(self.breaker.why(now))
         self.budget.deposit(now)
         route = self.methods.route_of(path) if self.methods else 0
-        hash_key = self._hash_key(headers, peer_ip)
+        source = self._hash_key
+        hash_key = source(headers, peer_ip) if source is not None else None
         pick = self._acquire(route, hash_key, None)
         if delay > 0:
             pick = dataclasses.replace(pick, delay=delay)
         return pick
-
-    def _hash_key(self, headers: Sequence[Header], peer_ip: str) -> bytes | None:
-        wanted = self._hash_header
-        if wanted is None:
-            if self._hash_source_ip:
-                return peer_ip.encode() if peer_ip else None
-            return None
-        for name, value in headers:
-            if name == wanted:
-                return value
-        return None
 
     def _acquire(self, route: int, hash_key: bytes | None, avoid: EndpointSlot | None) -> Pick:
         """An endpoint for a call the breaker already admitted (its permit goes back if none)."""
